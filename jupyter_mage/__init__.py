@@ -1,0 +1,25 @@
+"""jupyter-mage: turn Jupyter notebooks into pipelines that other systems trigger over HTTP.
+
+A pipeline is a notebook; its tagged code cells are blocks. Block code is written as in Mage:
+
+    from jupyter_mage import data_loader, transformer, data_exporter, test
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .runtime import custom, data_exporter, data_loader, sensor, test, transformer
+
+__version__ = "0.1.0"
+__all__ = ["custom", "data_exporter", "data_loader", "sensor", "test", "transformer"]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .app import MageApp
+
+    return [{"module": "jupyter_mage", "app": MageApp}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "jupyter-mage"}]

@@ -1,0 +1,102 @@
+"""``MageApp``: the jupyter-server extension that wires storage, engine and routes together."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Int, Unicode, default
+
+from .dispatcher import Dispatcher
+from .engine import KernelEngine
+from .handlers import ROUTES
+from .pipeline import PipelineRepository
+from .state import StatusBoard
+from .storage import Store
+
+
+class MageApp(ExtensionApp):
+    """Trigger notebook pipelines over HTTP, in Mage's API shape."""
+
+    name = "jupyter_mage"
+    description = __doc__
+    load_other_extensions = True
+
+    db_url = Unicode(
+        help=(
+            "SQLAlchemy URL of the database holding triggers, runs and logs. Default: a SQLite "
+            "file in the Jupyter data dir. Use PostgreSQL (postgresql+psycopg://...) for several "
+            "servers sharing one queue."
+        )
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return f"sqlite:///{os.path.join(jupyter_data_dir(), 'jupyter_mage.sqlite')}"
+
+    max_concurrent_runs = Int(
+        4,
+        help="Runs executed at once by this server; later runs wait in the queue as 'initial'.",
+    ).tag(config=True)
+
+    max_body_size = Int(
+        10 * 1024 * 1024, help="Largest accepted request body, in bytes (larger: HTTP 413)."
+    ).tag(config=True)
+
+    queue_poll_interval = Float(
+        5.0,
+        help=(
+            "Seconds between checks of the queue for runs accepted by other servers. Runs accepted "
+            "by this server start at once, without waiting for this."
+        ),
+    ).tag(config=True)
+
+    def initialize_settings(self) -> None:
+        """Build the services handlers use (reached as ``self.extensionapp.<service>``)."""
+        os.makedirs(jupyter_data_dir(), exist_ok=True)
+        root_dir = self.serverapp.root_dir if self.serverapp else os.getcwd()
+        self.store = Store(self.db_url)
+        self.board = StatusBoard(self.store)
+        self.repository = PipelineRepository(root_dir)
+        self.engine = KernelEngine(
+            parent=self,
+            store=self.store,
+            board=self.board,
+            repository=self.repository,
+            kernel_manager=self.serverapp.kernel_manager if self.serverapp else None,
+        )
+        self.repository.exclude.append(self.engine.runs_path.resolve())
+        self.dispatcher = Dispatcher(
+            self.board,
+            self.engine,
+            max_concurrent_runs=self.max_concurrent_runs,
+            poll_interval=self.queue_poll_interval,
+            log=self.log,
+        )
+        self.log.info("jupyter-mage: database %s", _safe_url(self.db_url))
+
+    def initialize_handlers(self) -> None:
+        """Mage's routes, relative to the server's base_url."""
+        self.handlers.extend(ROUTES)
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Recover from a stopped server, then start the queue."""
+        failed = await self.store.fail_interrupted_runs("the server stopped during the run")
+        if failed:
+            self.log.warning("jupyter-mage: %d interrupted run(s) marked failed", len(failed))
+        self.dispatcher.wake()
+
+    async def stop_extension(self) -> None:
+        """Stop runs and close the database."""
+        await self.dispatcher.stop()
+        self.store.close()
+
+
+def _safe_url(url: str) -> str:
+    # Never log a database password.
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"

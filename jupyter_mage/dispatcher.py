@@ -1,0 +1,110 @@
+"""The dispatcher: claims queued runs from the database, within the concurrency limit.
+
+The queue is the database: an accepted run is an ``initial`` row, and this loop claims rows as
+slots free up. A new run wakes the loop at once (no polling delay); a slow fallback tick picks up
+rows written by other servers sharing the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .engine import KernelEngine
+from .state import StatusBoard
+
+
+class Dispatcher:
+    """Starts runs as slots free up.
+
+    Parameters
+    ----------
+    board
+        Claims runs (``initial`` → ``running``) and records failures.
+    engine
+        Executes a claimed run.
+    max_concurrent_runs
+        How many runs this server executes at once.
+    poll_interval
+        Seconds between fallback checks of the queue.
+    """
+
+    def __init__(
+        self,
+        board: StatusBoard,
+        engine: KernelEngine,
+        max_concurrent_runs: int,
+        poll_interval: float,
+        log: logging.Logger,
+    ) -> None:
+        self.board = board
+        self.engine = engine
+        self.max_concurrent_runs = max_concurrent_runs
+        self.poll_interval = poll_interval
+        self.log = log
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def running_count(self) -> int:
+        """Runs this server is executing now."""
+        return len(self._running)
+
+    def wake(self) -> None:
+        """A run was queued or a slot freed: look at the queue now."""
+        if self._stopping:
+            return
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.ensure_future(self._loop())
+        self._wakeup.set()
+
+    async def stop(self) -> None:
+        """Stop claiming; stop active runs (their kernels are shut down)."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        await self.engine.shutdown()
+        if self._running:
+            await asyncio.wait(self._running, timeout=15)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wakeup.clear()
+            try:
+                free = self.max_concurrent_runs - len(self._running)
+                for run_id in await self.board.claim_runs(free):
+                    task = asyncio.ensure_future(self._execute(run_id))
+                    self._running.add(task)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be briefly unavailable; try again next tick
+                self.log.exception("claiming runs failed")
+
+    async def _execute(self, run_id: int) -> None:
+        try:
+            await self.engine.execute(run_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # An engine bug must not leave an accepted run "running" forever.
+            self.log.exception("run %s failed in the engine", run_id)
+            await self._fail(run_id, f"internal error: {type(exc).__name__}")
+        finally:
+            self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.wake()
+
+    async def _fail(self, run_id: int, reason: str) -> Any:
+        try:
+            return await self.board.run(run_id, "failed", metrics={"error": reason})
+        except Exception:
+            self.log.exception("could not record failure of run %s", run_id)
+            return None

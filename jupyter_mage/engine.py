@@ -1,0 +1,542 @@
+"""The run engine: one claimed run, one fresh kernel, the whole DAG in one execute request.
+
+Round trips are the cost of a warm kernel (a few ms each; the blocks themselves take microseconds),
+so the engine sends the in-kernel runtime, the plan and the variables as ONE execute request, and
+the kernel streams per-block events back on iopub (see :mod:`jupyter_mage.runtime`). Stream output
+between a block's ``block_started`` and ``block_finished`` events is that block's log: iopub keeps
+the order, so attribution is exact.
+
+Kernels come from the server's own kernel manager, so they appear as Jupyter kernels and the same
+code runs on a Kernel/Enterprise Gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_core.utils import ensure_async
+from traitlets import Float, Int, Unicode
+from traitlets.config import LoggingConfigurable
+
+from . import runtime
+from .pipeline import Pipeline, PipelineNotFound, PipelineRepository
+from .state import StatusBoard
+from .storage import BLOCK_FINISHED, Store
+from .variables import merge_variables, parse_time, system_keys
+
+RUNTIME_SOURCE = Path(runtime.__file__).read_text(encoding="utf-8")
+
+
+def kernel_code(payload: dict[str, Any]) -> str:
+    """The execute request of a run: the runtime's source and the plan, both as string literals.
+
+    Nothing from the request is spliced into code: the plan is JSON text inside a Python string
+    literal (``repr`` of a ``str`` is always a valid, inert literal) and is decoded by
+    ``json.loads`` inside the kernel.
+    """
+    plan = json.dumps(payload, allow_nan=False)
+    return (
+        "def __jupyter_mage_bootstrap(source, plan):\n"
+        "    import sys, types\n"
+        "    module = types.ModuleType('_jupyter_mage_runtime')\n"
+        "    sys.modules['_jupyter_mage_runtime'] = module\n"
+        "    exec(compile(source, '<jupyter-mage runtime>', 'exec'), module.__dict__)\n"
+        "    module.run_pipeline(plan)\n"
+        f"try:\n    __jupyter_mage_bootstrap({RUNTIME_SOURCE!r}, {plan!r})\n"
+        "finally:\n    del __jupyter_mage_bootstrap\n"
+    )
+
+
+@dataclass
+class BlockState:
+    """What the engine knows of one block during a run."""
+
+    block_run_id: int
+    status: str
+    log: list[str] = field(default_factory=list)
+    log_chars: int = 0
+    cell_outputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ActiveRun:
+    """A run between kernel start and its final status."""
+
+    run_id: int
+    kernel_id: str | None = None
+    cancel_requested: bool = False
+    failure: str | None = None
+    execute_task: asyncio.Task[Any] | None = None
+
+
+class KernelEngine(LoggingConfigurable):
+    """Executes claimed runs in kernels started by the server's kernel manager."""
+
+    kernel_name = Unicode(
+        "python3",
+        help="Kernel spec used when a pipeline notebook names none.",
+    ).tag(config=True)
+
+    kernel_startup_timeout = Float(
+        60.0, help="Seconds to wait for a run's kernel to be ready before the run fails."
+    ).tag(config=True)
+
+    max_log_chars = Int(
+        1_000_000, help="Characters of output kept per block run; the rest is cut with a note."
+    ).tag(config=True)
+
+    cancel_grace = Float(
+        5.0,
+        help="Seconds a cancelled run's kernel gets to stop after an interrupt before it is killed.",
+    ).tag(config=True)
+
+    runs_dir = Unicode(
+        "mage_runs",
+        help="Folder (relative to the server root, or absolute) for executed copies of runs.",
+    ).tag(config=True)
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        board: StatusBoard,
+        repository: PipelineRepository,
+        kernel_manager: Any,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.board = board
+        self.repository = repository
+        self.kernel_manager = kernel_manager
+        self._active: dict[int, ActiveRun] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def runs_path(self) -> Path:
+        """Absolute folder of executed notebooks."""
+        path = Path(self.runs_dir)
+        return path if path.is_absolute() else self.repository.root / path
+
+    # -- public API --------------------------------------------------------------------------
+
+    async def execute(self, run_id: int) -> None:
+        """Run a claimed (``running``) run to its final status. Never raises for run failures."""
+        plan = await self.store.run_plan(run_id)
+        if plan is None or plan["status"] != "running":
+            return
+        active = ActiveRun(run_id)
+        self._active[run_id] = active
+        try:
+            await self._execute(plan, active)
+        finally:
+            self._active.pop(run_id, None)
+
+    async def cancel(self, run_id: int) -> bool:
+        """Ask a running run to stop: interrupt its kernel, kill it after a grace period.
+
+        Returns False when this engine is not running that run.
+        """
+        active = self._active.get(run_id)
+        if active is None:
+            return False
+        active.cancel_requested = True
+        if active.kernel_id is not None:
+            await self._interrupt_then_kill(active)
+        return True
+
+    async def shutdown(self) -> None:
+        """Stop every active run (server stopping) and wait for kernel shutdowns."""
+        for active in list(self._active.values()):
+            active.failure = "the server stopped during the run"
+            if active.execute_task is not None:
+                active.execute_task.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=10)
+
+    # -- one run -----------------------------------------------------------------------------
+
+    async def _execute(self, plan: dict[str, Any], active: ActiveRun) -> None:
+        run_id = plan["id"]
+        try:
+            pipeline = await self.repository.get(plan["pipeline_uuid"])
+        except PipelineNotFound:
+            await self.board.run(
+                run_id,
+                "failed",
+                metrics={"error": f"pipeline '{plan['pipeline_uuid']}' not found"},
+            )
+            return
+        if not pipeline.is_valid:
+            problems = "; ".join(e["message"] for e in pipeline.errors)
+            await self.board.run(
+                run_id, "failed", metrics={"error": f"invalid pipeline: {problems}"}
+            )
+            return
+
+        blocks = pipeline.runnable_blocks()
+        states, skip = await self._prepare_block_runs(plan, pipeline)
+        payload = self._payload(plan, pipeline, skip)
+        events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        recorder = asyncio.create_task(self._record_events(events, states))
+        current: list[str] = []  # the block whose output is arriving now, if any
+
+        def on_message(msg: dict[str, Any]) -> None:
+            msg_type = msg["msg_type"]
+            content = msg["content"]
+            data = content.get("data", {})
+            if msg_type == "display_data" and runtime.EVENT_MIME in data:
+                event = data[runtime.EVENT_MIME]
+                block = event.get("block")
+                if event["event"] == "block_started":
+                    current[:] = [block]
+                elif event["event"] == "block_finished":
+                    current.clear()
+                events.put_nowait((event["event"], event))
+                return
+            state = states.get(current[0]) if current else None
+            if state is None:
+                return
+            if msg_type == "stream":
+                self._append_log(state, content["text"])
+                state.cell_outputs.append(nbformat.v4.new_output("stream", **content))
+            elif msg_type in ("display_data", "execute_result"):
+                self._append_log(state, str(data.get("text/plain", "")) + "\n")
+                state.cell_outputs.append(
+                    nbformat.v4.new_output(
+                        "display_data", data=data, metadata=content.get("metadata", {})
+                    )
+                )
+            elif msg_type == "error":
+                self._append_log(state, "\n".join(content.get("traceback", [])) + "\n")
+
+        kernel_id = None
+        try:
+            if active.cancel_requested:  # cancelled before its kernel was asked for
+                return await self._finish(plan, pipeline, blocks, states, active)
+            kernel_id = await ensure_async(
+                self.kernel_manager.start_kernel(
+                    kernel_name=pipeline.kernel_name or self.kernel_name,
+                    path=str(Path(pipeline.path).parent.as_posix()).lstrip("."),
+                )
+            )
+            active.kernel_id = kernel_id
+            await self._run_in_kernel(active, kernel_id, kernel_code(payload), on_message)
+        except asyncio.CancelledError:
+            if not active.cancel_requested and active.failure is None:
+                active.failure = "the run was stopped"
+        except Exception as exc:
+            self.log.warning("run %s: kernel error: %s", run_id, exc)
+            active.failure = active.failure or f"kernel error: {exc}"
+        finally:
+            events.put_nowait(None)
+            await recorder
+            if kernel_id is not None:
+                self._shutdown_kernel_later(kernel_id)
+
+        await self._finish(plan, pipeline, blocks, states, active)
+
+    async def _run_in_kernel(
+        self, active: ActiveRun, kernel_id: str, code: str, on_message: Any
+    ) -> None:
+        kernel = self.kernel_manager.get_kernel(kernel_id)
+        client = kernel.client()
+        await ensure_async(client.start_channels())
+        died = asyncio.Event()
+
+        def on_restart() -> None:
+            died.set()
+
+        # Local kernels have a restarter; a dead kernel is reported through it at once.
+        watches_restarts = hasattr(kernel, "add_restart_callback")
+        if watches_restarts:
+            kernel.add_restart_callback(on_restart, "restart")
+            kernel.add_restart_callback(on_restart, "dead")
+        try:
+            await client.wait_for_ready(timeout=self.kernel_startup_timeout)
+            if active.cancel_requested:
+                return
+            active.execute_task = asyncio.ensure_future(
+                client.execute_interactive(
+                    code,
+                    store_history=False,
+                    allow_stdin=False,
+                    stop_on_error=False,
+                    output_hook=on_message,
+                    timeout=None,
+                )
+            )
+            watchdog = asyncio.ensure_future(self._watch_kernel(kernel, died))
+            try:
+                done, _ = await asyncio.wait(
+                    {active.execute_task, watchdog}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                watchdog.cancel()
+            if active.execute_task not in done:
+                active.execute_task.cancel()
+                if not active.cancel_requested:
+                    active.failure = active.failure or "the kernel died during the run"
+            else:
+                active.execute_task.result()
+        finally:
+            for event in ("restart", "dead") if watches_restarts else ():
+                try:
+                    kernel.remove_restart_callback(on_restart, event)
+                except (ValueError, KeyError):
+                    pass
+            client.stop_channels()
+
+    async def _watch_kernel(self, kernel: Any, died: asyncio.Event) -> None:
+        # A dead kernel never answers: detect it instead of waiting forever on iopub.
+        while not died.is_set():
+            try:
+                await asyncio.wait_for(died.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                if not await ensure_async(kernel.is_alive()):
+                    return
+
+    async def _interrupt_then_kill(self, active: ActiveRun) -> None:
+        kernel_id = active.kernel_id
+        try:
+            await ensure_async(self.kernel_manager.interrupt_kernel(kernel_id))
+        except Exception as exc:
+            self.log.warning("run %s: interrupt failed: %s", active.run_id, exc)
+
+        async def kill_if_stuck() -> None:
+            await asyncio.sleep(self.cancel_grace)
+            if (
+                active.run_id in self._active
+                and active.execute_task
+                and not active.execute_task.done()
+            ):
+                self.log.warning("run %s: kernel ignored the interrupt; killing it", active.run_id)
+                active.execute_task.cancel()
+
+        self._spawn(kill_if_stuck())
+
+    def _shutdown_kernel_later(self, kernel_id: str) -> None:
+        # Graceful shutdowns sometimes stall seconds before SIGTERM: keep them off the run's path.
+        async def shutdown() -> None:
+            try:
+                await ensure_async(self.kernel_manager.shutdown_kernel(kernel_id, now=True))
+            except Exception as exc:  # already gone
+                self.log.debug("kernel %s shutdown: %s", kernel_id, exc)
+
+        self._spawn(shutdown())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- block runs and events ---------------------------------------------------------------
+
+    async def _prepare_block_runs(
+        self, plan: dict[str, Any], pipeline: Pipeline
+    ) -> tuple[dict[str, BlockState], set[str]]:
+        """Create block runs, or (on retry) reset the ones to run again; which to skip."""
+        blocks = pipeline.runnable_blocks()
+        existing = {b["block_uuid"]: b for b in plan["block_runs"]}
+        missing = [b.uuid for b in blocks if b.uuid not in existing]
+        if missing:
+            for row in await self.store.create_block_runs(plan["id"], missing):
+                existing[row["block_uuid"]] = row
+        # Outputs live in the kernel, so a retried block needs its upstream blocks again.
+        by_uuid = {b.uuid: b for b in blocks}
+        needed: set[str] = set()
+        stack = [b.uuid for b in blocks if existing[b.uuid]["status"] != "completed"]
+        while stack:
+            uuid = stack.pop()
+            if uuid not in needed:
+                needed.add(uuid)
+                stack.extend(by_uuid[uuid].upstream_blocks)
+        states: dict[str, BlockState] = {}
+        for block in blocks:
+            row = existing[block.uuid]
+            status = row["status"]
+            if block.uuid in needed and status != "initial":
+                await self.board.block(row["id"], "initial")
+                status = "initial"
+            states[block.uuid] = BlockState(row["id"], status)
+        return states, {b.uuid for b in blocks if b.uuid not in needed}
+
+    def _payload(self, plan: dict[str, Any], pipeline: Pipeline, skip: set[str]) -> dict[str, Any]:
+        event_variables = plan["event_variables"] or {}
+        run_variables = plan["variables"]
+        execution_date = parse_time(plan["execution_date"])
+        return {
+            "variables": merge_variables(
+                pipeline.variables, plan["trigger_variables"], run_variables, event_variables
+            ),
+            "system": system_keys(
+                run_id=plan["id"],
+                pipeline_uuid=pipeline.uuid,
+                trigger_name=plan["pipeline_schedule_name"],
+                execution_date=execution_date,
+                execution_partition=run_variables.get("execution_partition", ""),
+                event_variables=event_variables,
+            ),
+            "allow_blocks_to_fail": bool(plan["trigger_settings"].get("allow_blocks_to_fail")),
+            "blocks": [
+                {
+                    "uuid": b.uuid,
+                    "type": b.type,
+                    "source": b.source,
+                    "upstream": b.upstream_blocks,
+                    "skip": b.uuid in skip,
+                }
+                for b in pipeline.runnable_blocks()
+            ],
+        }
+
+    def _append_log(self, state: BlockState, text: str) -> None:
+        room = self.max_log_chars - state.log_chars
+        if room <= 0:
+            return
+        if len(text) > room:
+            text = text[:room] + "\n[log truncated]\n"
+        state.log.append(text)
+        state.log_chars += len(text)
+
+    async def _record_events(
+        self,
+        events: asyncio.Queue[tuple[str, dict[str, Any]] | None],
+        states: dict[str, BlockState],
+    ) -> None:
+        """Write block events in the order the kernel sent them."""
+        while (item := await events.get()) is not None:
+            kind, event = item
+            state = states.get(event.get("block", ""))
+            if state is None:
+                continue
+            try:
+                if kind == "block_started":
+                    if await self.board.block(state.block_run_id, "running"):
+                        state.status = "running"
+                elif kind == "block_finished":
+                    await self._record_finished(state, event)
+            except Exception:  # a bad event must not stop the run's bookkeeping
+                self.log.exception("recording %s failed", kind)
+
+    async def _record_finished(self, state: BlockState, event: dict[str, Any]) -> None:
+        status = event["status"]
+        values: dict[str, Any] = {}
+        metrics: dict[str, Any] = {}
+        if "seconds" in event:
+            metrics["seconds"] = event["seconds"]
+        if status == "failed":
+            error = event.get("error") or {}
+            metrics["error"] = error
+            self._append_log(state, error.get("traceback", ""))
+            state.cell_outputs.append(
+                nbformat.v4.new_output(
+                    "error",
+                    ename=error.get("type", "Error"),
+                    evalue=error.get("message", ""),
+                    traceback=error.get("traceback", "").splitlines(),
+                )
+            )
+        if status == "completed":
+            values["outputs"] = event.get("outputs", [])
+        if metrics:
+            values["metrics"] = metrics
+        logs = "".join(state.log)
+        state.log.clear()
+        if await self.board.block(state.block_run_id, status, logs=logs, **values):
+            state.status = status
+
+    async def _finish(
+        self,
+        plan: dict[str, Any],
+        pipeline: Pipeline,
+        blocks: list[Any],
+        states: dict[str, BlockState],
+        active: ActiveRun,
+    ) -> None:
+        """Close every open block run, write the executed notebook, set the run's status."""
+        failed_block = False
+        for state in states.values():
+            if state.status not in BLOCK_FINISHED:
+                if state.status == "running" and not active.cancel_requested:
+                    reason = active.failure or "the block did not finish"
+                    logs = "".join(state.log) + f"\n{reason}\n"
+                    await self.board.block(
+                        state.block_run_id,
+                        "failed",
+                        logs=logs,
+                        metrics={"error": {"type": "RunError", "message": reason}},
+                    )
+                    state.status = "failed"
+                else:
+                    await self.board.block(state.block_run_id, "cancelled", logs="".join(state.log))
+                    state.status = "cancelled"
+            failed_block = failed_block or state.status == "failed"
+
+        allow_failures = bool(plan["trigger_settings"].get("allow_blocks_to_fail"))
+        run_metrics: dict[str, Any] = {
+            "blocks": {uuid: s.status for uuid, s in states.items()},
+        }
+        if active.cancel_requested:
+            status = "cancelled"
+        elif active.failure is not None:
+            status = "failed"
+            run_metrics["error"] = active.failure
+        elif failed_block and not allow_failures:
+            status = "failed"
+            failed = [u for u, s in states.items() if s.status == "failed"]
+            run_metrics["error"] = f"Failed blocks: {', '.join(failed)}."
+        else:
+            status = "completed"
+
+        executed = None
+        try:
+            executed = await asyncio.to_thread(
+                self._write_executed_notebook, plan, pipeline, states, status
+            )
+        except Exception as exc:
+            self.log.warning("run %s: executed notebook not written: %s", plan["id"], exc)
+        await self.board.run(plan["id"], status, metrics=run_metrics, executed_notebook=executed)
+
+    def _write_executed_notebook(
+        self, plan: dict[str, Any], pipeline: Pipeline, states: dict[str, BlockState], status: str
+    ) -> str:
+        nb = copy.deepcopy(pipeline.notebook)
+        by_index = {b.cell_index: b.uuid for b in pipeline.blocks}
+        for index, cell in enumerate(nb.cells):
+            if cell.get("cell_type") != "code":
+                continue
+            cell["execution_count"] = None
+            state = states.get(by_index.get(index, ""))
+            cell["outputs"] = state.cell_outputs if state else []
+            if state:
+                cell.setdefault("metadata", {})["mage"] = {"status": state.status}
+        shown = {
+            "variables": merge_variables(
+                pipeline.variables,
+                plan["trigger_variables"],
+                plan["variables"],
+                plan["event_variables"] or {},
+            ),
+            "execution_date": plan["execution_date"],
+            "pipeline_run_id": plan["id"],
+            "trigger_name": plan["pipeline_schedule_name"],
+        }
+        header = (
+            f"**Run {plan['id']}** of pipeline `{pipeline.uuid}`: **{status}**\n\n"
+            f"kwargs of this run:\n\n```json\n{json.dumps(shown, indent=2, default=str)}\n```"
+        )
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(header))
+        target = self.runs_path / pipeline.uuid / f"run_{plan['id']}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, target)
+        try:
+            return target.relative_to(self.repository.root).as_posix()
+        except ValueError:
+            return str(target)

@@ -1,0 +1,674 @@
+"""Storage: triggers, runs and block runs in SQL (SQLite by default, PostgreSQL to share work).
+
+The database is the queue: an accepted run is a committed ``initial`` row, and what executes is
+claimed from those rows. Every public method of :class:`Store` is a coroutine that runs its SQL in
+the store's own worker thread(s), so the tornado event loop never waits on the database.
+
+Schema evolution: the ``mage_schema`` table holds one integer version. ``MIGRATIONS`` is an
+append-only list; at start-up every step above the stored version runs, in one transaction, and
+the version is bumped. Steps only add (tables, nullable columns, indexes), so an older server keeps
+working against a newer database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+T = TypeVar("T")
+
+RUN_FINISHED = ("completed", "failed", "cancelled")
+BLOCK_FINISHED = ("completed", "failed", "cancelled", "upstream_failed", "condition_failed")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def format_time(value: datetime | None) -> str | None:
+    """A timestamp as Mage writes it: ``YYYY-MM-DD HH:MM:SS.ffffff+00:00``."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+
+
+def new_token() -> str:
+    """A trigger token: 128 random bits, 32 hex characters (the shape of Mage's tokens)."""
+    return secrets.token_hex(16)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC without offset (SQLite keeps none) and reads it back timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+class Base(DeclarativeBase):
+    """Declarative base of jupyter-mage tables."""
+
+
+class Timestamps:
+    """``created_at``/``updated_at`` as Mage's BaseModel has them."""
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Trigger(Timestamps, Base):
+    """A pipeline schedule (trigger)."""
+
+    __tablename__ = "mage_pipeline_schedule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pipeline_uuid: Mapped[str] = mapped_column(String(1024), index=True)
+    schedule_type: Mapped[str] = mapped_column(String(16), default="api")
+    schedule_interval: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    start_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    last_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sla: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    token: Mapped[str] = mapped_column(String(255), unique=True, default=new_token)
+
+
+class Run(Timestamps, Base):
+    """A pipeline run."""
+
+    __tablename__ = "mage_pipeline_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # No foreign key: deleting a trigger keeps its runs (as Mage).
+    pipeline_schedule_id: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
+    pipeline_uuid: Mapped[str] = mapped_column(String(1024), index=True)
+    execution_date: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="initial", index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    event_variables: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    passed_sla: Mapped[bool] = mapped_column(Boolean, default=False)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    backfill_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    executor_type: Mapped[str] = mapped_column(String(32), default="jupyter_kernel")
+    # What the run was accepted with, so it runs the same even if its trigger changes or goes.
+    trigger_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    trigger_variables: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    trigger_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    executed_notebook: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class BlockRun(Timestamps, Base):
+    """One block's execution inside a run."""
+
+    __tablename__ = "mage_block_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline_run_id: Mapped[int] = mapped_column(
+        ForeignKey("mage_pipeline_run.id", ondelete="CASCADE"), index=True
+    )
+    block_uuid: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(20), default="initial")
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    logs: Mapped[str] = mapped_column(Text, default="")
+    outputs: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class SchemaVersion(Base):
+    """One row: the schema version this database is at."""
+
+    __tablename__ = "mage_schema"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+def _create_initial_tables(conn: Connection) -> None:
+    Base.metadata.create_all(conn, tables=[Trigger.__table__, Run.__table__, BlockRun.__table__])
+
+
+#: Append-only. Each step gets a connection inside the migration transaction.
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_initial_tables]
+
+
+# -- dict views, in Mage's field names -------------------------------------------------------
+
+
+def trigger_to_dict(
+    t: Trigger, runs_count: int = 0, last_status: str | None = None
+) -> dict[str, Any]:
+    """A trigger as the API shows it to authenticated users (token included)."""
+    return {
+        "id": t.id,
+        "name": t.name,
+        "description": t.description,
+        "pipeline_uuid": t.pipeline_uuid,
+        "schedule_type": t.schedule_type,
+        "schedule_interval": t.schedule_interval,
+        "start_time": format_time(t.start_time),
+        "status": t.status,
+        "last_enabled_at": format_time(t.last_enabled_at),
+        "variables": t.variables or {},
+        "sla": t.sla,
+        "settings": t.settings or {},
+        "token": t.token,
+        "created_at": format_time(t.created_at),
+        "updated_at": format_time(t.updated_at),
+        "last_pipeline_run_status": last_status,
+        "pipeline_runs_count": runs_count,
+    }
+
+
+def run_to_dict(r: Run) -> dict[str, Any]:
+    """A run with Mage's columns, plus the trigger's name and the executed notebook."""
+    return {
+        "id": r.id,
+        "pipeline_schedule_id": r.pipeline_schedule_id,
+        "pipeline_schedule_name": r.trigger_name,
+        "pipeline_uuid": r.pipeline_uuid,
+        "execution_date": format_time(r.execution_date),
+        "status": r.status,
+        "started_at": format_time(r.started_at),
+        "completed_at": format_time(r.completed_at),
+        "variables": r.variables or {},
+        "event_variables": r.event_variables,
+        "passed_sla": r.passed_sla,
+        "metrics": r.metrics,
+        "backfill_id": r.backfill_id,
+        "executor_type": r.executor_type,
+        "executed_notebook": r.executed_notebook,
+        "created_at": format_time(r.created_at),
+        "updated_at": format_time(r.updated_at),
+    }
+
+
+def block_run_to_dict(b: BlockRun) -> dict[str, Any]:
+    """A block run with Mage's fields (logs and outputs have their own routes)."""
+    return {
+        "id": b.id,
+        "pipeline_run_id": b.pipeline_run_id,
+        "block_uuid": b.block_uuid,
+        "status": b.status,
+        "started_at": format_time(b.started_at),
+        "completed_at": format_time(b.completed_at),
+        "created_at": format_time(b.created_at),
+        "updated_at": format_time(b.updated_at),
+        "metrics": b.metrics or {},
+    }
+
+
+class Store:
+    """All SQL of jupyter-mage, behind coroutines.
+
+    Parameters
+    ----------
+    db_url
+        A SQLAlchemy URL. SQLite files get WAL mode and a single writer thread (SQLite allows one
+        writer at a time; one thread avoids lock contention); other databases get a small pool.
+    """
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.is_sqlite = db_url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(db_url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1 if self.is_sqlite else 4, thread_name_prefix="mage-db"
+        )
+        self._migrate()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        """Stop the worker threads and close connections."""
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            SchemaVersion.__table__.create(conn, checkfirst=True)
+            row = conn.execute(select(SchemaVersion.version).where(SchemaVersion.id == 1)).first()
+            current = row[0] if row else 0
+            for step in MIGRATIONS[current:]:
+                step(conn)
+            if row is None:
+                conn.execute(SchemaVersion.__table__.insert().values(id=1, version=len(MIGRATIONS)))
+            elif current < len(MIGRATIONS):
+                conn.execute(
+                    update(SchemaVersion)
+                    .where(SchemaVersion.id == 1)
+                    .values(version=len(MIGRATIONS))
+                )
+
+    # -- triggers ----------------------------------------------------------------------------
+
+    async def create_trigger(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Insert a trigger; ``values`` are already validated column values."""
+        return await self._call(self._create_trigger, values)
+
+    def _create_trigger(self, values: dict[str, Any]) -> dict[str, Any]:
+        with self._sessions.begin() as s:
+            trigger = Trigger(**values)
+            if values.get("status", "active") == "active":
+                trigger.last_enabled_at = utcnow()
+            s.add(trigger)
+            s.flush()
+            return trigger_to_dict(trigger)
+
+    async def get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+        """One trigger with its run statistics, or None."""
+        return await self._call(self._get_trigger, trigger_id)
+
+    def _get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+        with self._sessions() as s:
+            trigger = s.get(Trigger, trigger_id)
+            if trigger is None:
+                return None
+            stats = self._run_stats(s, [trigger_id])
+            return trigger_to_dict(trigger, *stats.get(trigger_id, (0, None)))
+
+    async def list_triggers(self, pipeline_uuid: str | None = None) -> list[dict[str, Any]]:
+        """Triggers, newest first, optionally of one pipeline."""
+        return await self._call(self._list_triggers, pipeline_uuid)
+
+    def _list_triggers(self, pipeline_uuid: str | None) -> list[dict[str, Any]]:
+        with self._sessions() as s:
+            query = select(Trigger).order_by(Trigger.id.desc())
+            if pipeline_uuid is not None:
+                query = query.where(Trigger.pipeline_uuid == pipeline_uuid)
+            triggers = list(s.scalars(query))
+            stats = self._run_stats(s, [t.id for t in triggers])
+            return [trigger_to_dict(t, *stats.get(t.id, (0, None))) for t in triggers]
+
+    @staticmethod
+    def _run_stats(s: Session, ids: list[int]) -> dict[int, tuple[int, str | None]]:
+        if not ids:
+            return {}
+        counts = dict(
+            s.execute(
+                select(Run.pipeline_schedule_id, func.count(Run.id))
+                .where(Run.pipeline_schedule_id.in_(ids))
+                .group_by(Run.pipeline_schedule_id)
+            ).all()
+        )
+        latest = (
+            select(Run.pipeline_schedule_id, func.max(Run.id).label("last_id"))
+            .where(Run.pipeline_schedule_id.in_(ids))
+            .group_by(Run.pipeline_schedule_id)
+            .subquery()
+        )
+        last = dict(
+            s.execute(
+                select(Run.pipeline_schedule_id, Run.status).join(
+                    latest, Run.id == latest.c.last_id
+                )
+            ).all()
+        )
+        return {i: (counts.get(i, 0), last.get(i)) for i in ids}
+
+    async def update_trigger(
+        self, trigger_id: int, values: dict[str, Any], rotate_token: bool = False
+    ) -> dict[str, Any] | None:
+        """Update columns (and maybe the token) of a trigger; None if it does not exist."""
+        return await self._call(self._update_trigger, trigger_id, values, rotate_token)
+
+    def _update_trigger(
+        self, trigger_id: int, values: dict[str, Any], rotate_token: bool
+    ) -> dict[str, Any] | None:
+        with self._sessions.begin() as s:
+            trigger = s.get(Trigger, trigger_id)
+            if trigger is None:
+                return None
+            if values.get("status") == "active" and trigger.status != "active":
+                trigger.last_enabled_at = utcnow()
+            for key, value in values.items():
+                setattr(trigger, key, value)
+            if rotate_token:
+                trigger.token = new_token()
+            trigger.updated_at = utcnow()
+            s.flush()
+            stats = self._run_stats(s, [trigger_id])
+            return trigger_to_dict(trigger, *stats.get(trigger_id, (0, None)))
+
+    async def delete_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+        """Delete a trigger (its runs stay); returns what was deleted, or None."""
+        return await self._call(self._delete_trigger, trigger_id)
+
+    def _delete_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+        with self._sessions.begin() as s:
+            trigger = s.get(Trigger, trigger_id)
+            if trigger is None:
+                return None
+            gone = trigger_to_dict(trigger)
+            s.delete(trigger)
+            return gone
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def create_run(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Commit a new ``initial`` run; returns it as the API shows it."""
+        return await self._call(self._create_run, values)
+
+    def _create_run(self, values: dict[str, Any]) -> dict[str, Any]:
+        with self._sessions.begin() as s:
+            run = Run(status="initial", **values)
+            s.add(run)
+            s.flush()
+            # Mage's partition: "<trigger id>/<execution date>", stored with the run variables.
+            stamp = run.execution_date.strftime("%Y%m%dT%H%M%S_%f")
+            run.variables = {
+                **(run.variables or {}),
+                "execution_partition": f"{run.pipeline_schedule_id}/{stamp}",
+            }
+            return run_to_dict(run)
+
+    async def get_run(self, run_id: int, with_blocks: bool = False) -> dict[str, Any] | None:
+        """One run (and its block runs), or None."""
+        return await self._call(self._get_run, run_id, with_blocks)
+
+    def _get_run(self, run_id: int, with_blocks: bool) -> dict[str, Any] | None:
+        with self._sessions() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                return None
+            data = run_to_dict(run)
+            if with_blocks:
+                data["block_runs"] = self._block_runs(s, [run_id])[run_id]
+            return data
+
+    async def run_plan(self, run_id: int) -> dict[str, Any] | None:
+        """Everything the engine needs to start a run, including private columns."""
+        return await self._call(self._run_plan, run_id)
+
+    def _run_plan(self, run_id: int) -> dict[str, Any] | None:
+        with self._sessions() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                return None
+            data = run_to_dict(run)
+            data["trigger_variables"] = run.trigger_variables or {}
+            data["trigger_settings"] = run.trigger_settings or {}
+            data["block_runs"] = self._block_runs(s, [run_id])[run_id]
+            return data
+
+    async def list_runs(
+        self, filters: dict[str, Any], limit: int, offset: int, with_blocks: bool = True
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Runs newest first, filtered by column equality; also the total count."""
+        return await self._call(self._list_runs, filters, limit, offset, with_blocks)
+
+    def _list_runs(
+        self, filters: dict[str, Any], limit: int, offset: int, with_blocks: bool
+    ) -> tuple[list[dict[str, Any]], int]:
+        with self._sessions() as s:
+            conditions = [getattr(Run, key) == value for key, value in filters.items()]
+            total = s.scalar(select(func.count(Run.id)).where(*conditions)) or 0
+            runs = list(
+                s.scalars(
+                    select(Run)
+                    .where(*conditions)
+                    .order_by(Run.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+            )
+            rows = [run_to_dict(r) for r in runs]
+            if with_blocks and rows:
+                blocks = self._block_runs(s, [r["id"] for r in rows])
+                for row in rows:
+                    row["block_runs"] = blocks[row["id"]]
+                    row["block_runs_count"] = len(row["block_runs"])
+                    row["completed_block_runs_count"] = sum(
+                        1 for b in row["block_runs"] if b["status"] == "completed"
+                    )
+            return rows, total
+
+    async def claim_runs(self, limit: int) -> list[int]:
+        """Move up to ``limit`` of the oldest ``initial`` runs to ``running``; their ids.
+
+        On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED`` so several servers can
+        share one queue; SQLite has one writer, so the same statement is already exclusive.
+        """
+        return await self._call(self._claim_runs, limit)
+
+    def _claim_runs(self, limit: int) -> list[int]:
+        if limit <= 0:
+            return []
+        with self._sessions.begin() as s:
+            query = select(Run.id).where(Run.status == "initial").order_by(Run.id).limit(limit)
+            if not self.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            ids = list(s.scalars(query))
+            if ids:
+                now = utcnow()
+                s.execute(
+                    update(Run)
+                    .where(Run.id.in_(ids), Run.status == "initial")
+                    .values(status="running", started_at=now, updated_at=now)
+                )
+            return ids
+
+    async def update_run(self, run_id: int, values: dict[str, Any]) -> dict[str, Any] | None:
+        """Write columns of a run; returns the updated run."""
+        return await self._call(self._update_run, run_id, values)
+
+    def _update_run(self, run_id: int, values: dict[str, Any]) -> dict[str, Any] | None:
+        with self._sessions.begin() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                return None
+            for key, value in values.items():
+                setattr(run, key, value)
+            run.updated_at = utcnow()
+            s.flush()
+            return run_to_dict(run)
+
+    async def transition_run(
+        self, run_id: int, allowed_from: Iterable[str], values: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Write ``values`` only if the run's status is one of ``allowed_from`` (atomically).
+
+        Returns the updated run, or None when the run is missing or in another status.
+        """
+        return await self._call(self._transition, Run, run_id, list(allowed_from), values)
+
+    async def transition_block_run(
+        self, block_run_id: int, allowed_from: Iterable[str], values: dict[str, Any], logs: str = ""
+    ) -> dict[str, Any] | None:
+        """As :meth:`transition_run`, for a block run; ``logs`` is appended to its log."""
+        return await self._call(
+            self._transition, BlockRun, block_run_id, list(allowed_from), values, logs
+        )
+
+    def _transition(
+        self,
+        model: type[Run | BlockRun],
+        row_id: int,
+        allowed_from: list[str],
+        values: dict[str, Any],
+        logs: str = "",
+    ) -> dict[str, Any] | None:
+        with self._sessions.begin() as s:
+            values = {**values, "updated_at": utcnow()}
+            if logs:
+                values["logs"] = func.coalesce(BlockRun.logs, "") + logs
+            changed = s.execute(
+                update(model)
+                .where(model.id == row_id, model.status.in_(allowed_from))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount != 1:
+                return None
+            row = s.get(model, row_id, populate_existing=True)
+            assert row is not None
+            return run_to_dict(row) if isinstance(row, Run) else block_run_to_dict(row)
+
+    async def fail_interrupted_runs(self, reason: str) -> list[int]:
+        """Runs left ``running`` by a server that stopped: mark them failed with ``reason``."""
+        return await self._call(self._fail_interrupted_runs, reason)
+
+    def _fail_interrupted_runs(self, reason: str) -> list[int]:
+        with self._sessions.begin() as s:
+            runs = list(s.scalars(select(Run).where(Run.status == "running")))
+            now = utcnow()
+            for run in runs:
+                run.status = "failed"
+                run.completed_at = now
+                run.metrics = {**(run.metrics or {}), "error": reason}
+                for block in s.scalars(
+                    select(BlockRun).where(
+                        BlockRun.pipeline_run_id == run.id, BlockRun.status.not_in(BLOCK_FINISHED)
+                    )
+                ):
+                    block.status = "failed" if block.status == "running" else "cancelled"
+                    block.completed_at = now
+                    if block.status == "failed":
+                        block.metrics = {"error": {"message": reason, "type": "ServerStopped"}}
+            return [r.id for r in runs]
+
+    # -- block runs --------------------------------------------------------------------------
+
+    async def create_block_runs(
+        self, run_id: int, block_uuids: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """Create one ``initial`` block run per block; returns them in the given order."""
+        return await self._call(self._create_block_runs, run_id, list(block_uuids))
+
+    def _create_block_runs(self, run_id: int, block_uuids: list[str]) -> list[dict[str, Any]]:
+        with self._sessions.begin() as s:
+            blocks = [BlockRun(pipeline_run_id=run_id, block_uuid=u) for u in block_uuids]
+            s.add_all(blocks)
+            s.flush()
+            return [block_run_to_dict(b) for b in blocks]
+
+    async def update_block_run(
+        self, block_run_id: int, values: dict[str, Any], append_logs: str = ""
+    ) -> dict[str, Any] | None:
+        """Write columns of a block run, optionally appending to its logs."""
+        return await self._call(self._update_block_run, block_run_id, values, append_logs)
+
+    def _update_block_run(
+        self, block_run_id: int, values: dict[str, Any], append_logs: str
+    ) -> dict[str, Any] | None:
+        with self._sessions.begin() as s:
+            block = s.get(BlockRun, block_run_id)
+            if block is None:
+                return None
+            for key, value in values.items():
+                setattr(block, key, value)
+            if append_logs:
+                block.logs = (block.logs or "") + append_logs
+            block.updated_at = utcnow()
+            s.flush()
+            return block_run_to_dict(block)
+
+    async def list_block_runs(self, run_id: int) -> list[dict[str, Any]]:
+        """Block runs of one run, in the order they were created (dependency order)."""
+        return await self._call(
+            lambda: self._with_session(lambda s: self._block_runs(s, [run_id])[run_id])
+        )
+
+    async def get_block_run(self, block_run_id: int) -> dict[str, Any] | None:
+        """A block run with its logs and outputs, or None."""
+        return await self._call(self._get_block_run, block_run_id)
+
+    def _get_block_run(self, block_run_id: int) -> dict[str, Any] | None:
+        with self._sessions() as s:
+            block = s.get(BlockRun, block_run_id)
+            if block is None:
+                return None
+            data = block_run_to_dict(block)
+            data["logs"] = block.logs or ""
+            data["outputs"] = block.outputs or []
+            return data
+
+    async def block_runs_with_logs(self, run_ids: list[int]) -> list[dict[str, Any]]:
+        """Block runs of several runs, logs included (for the pipeline logs route)."""
+        return await self._call(self._block_runs_with_logs, run_ids)
+
+    def _block_runs_with_logs(self, run_ids: list[int]) -> list[dict[str, Any]]:
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(BlockRun).where(BlockRun.pipeline_run_id.in_(run_ids)).order_by(BlockRun.id)
+            )
+            return [{**block_run_to_dict(b), "logs": b.logs or ""} for b in rows]
+
+    def _with_session(self, fn: Callable[[Session], T]) -> T:
+        with self._sessions() as s:
+            return fn(s)
+
+    @staticmethod
+    def _block_runs(s: Session, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        found: dict[int, list[dict[str, Any]]] = {i: [] for i in run_ids}
+        for block in s.scalars(
+            select(BlockRun).where(BlockRun.pipeline_run_id.in_(run_ids)).order_by(BlockRun.id)
+        ):
+            found[block.pipeline_run_id].append(block_run_to_dict(block))
+        return found
+
+    async def ping(self) -> None:
+        """Round-trip to the database (used by tests and health checks)."""
+        await self._call(lambda: self._with_session(lambda s: s.execute(text("SELECT 1"))))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers proceed while the single writer commits; NORMAL sync keeps a committed
+    # run across a crash of the server process (only a power loss could drop the last commits).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
