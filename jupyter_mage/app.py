@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -9,6 +10,7 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, Unicode, default
 
+from . import logscrub
 from .dispatcher import Dispatcher
 from .engine import KernelEngine
 from .handlers import ROUTES
@@ -55,6 +57,13 @@ class MageApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         """Build the services handlers use (reached as ``self.extensionapp.<service>``)."""
+        logscrub.install(
+            logging.getLogger("tornado.access"),
+            logging.getLogger("tornado.general"),
+            logging.getLogger("tornado.application"),
+            self.serverapp.log if self.serverapp else self.log,
+            self.log,
+        )
         os.makedirs(jupyter_data_dir(), exist_ok=True)
         root_dir = self.serverapp.root_dir if self.serverapp else os.getcwd()
         self.store = Store(self.db_url)

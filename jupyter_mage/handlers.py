@@ -257,7 +257,10 @@ class TriggersHandler(MageHandler):
     @web.authenticated
     @authorized
     async def get(self, uuid: str | None = None) -> None:
-        uuid = uuid if uuid is not None else self.get_argument("pipeline_uuid", None)
+        if uuid is not None:
+            uuid = (await self.find_pipeline(uuid)).uuid
+        else:
+            uuid = self.get_argument("pipeline_uuid", None)
         triggers = await self.mage.store.list_triggers(uuid)
         self.write_json({"pipeline_schedules": triggers})
 
@@ -326,14 +329,6 @@ class _TokenTriggerHandler(MageHandler):
     def check_xsrf_cookie(self) -> None:
         # No cookie identity is used on these routes, so there is nothing to forge.
         return None
-
-    def prepare(self) -> Any:
-        # The access log prints the request URI: keep the path token out of it.
-        token = self.path_kwargs.get("token") or ""
-        if token:
-            self.request.uri = self.request.uri.replace(token, "[secret]")
-            self.request.path = self.request.path.replace(token, "[secret]")
-        return super().prepare()
 
     async def trigger_with_token(self, trigger_id: str, token: str | None) -> None:
         trigger = await self.find_trigger(trigger_id)

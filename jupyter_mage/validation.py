@@ -62,8 +62,8 @@ class ApiError(web.HTTPError):
     """An error answered as ``{"message", "error": {"code", "type", "message"}}``."""
 
     def __init__(self, status: int, error_type: str, message: str) -> None:
-        # tornado formats log_message with %-args when logging: escape it.
-        super().__init__(status, message.replace("%", "%%"))
+        # Passed as an argument: tornado %-formats log_message when it logs the error.
+        super().__init__(status, "%s", message)
         self.error_type = error_type
         self.message = message
 
