@@ -12,12 +12,12 @@ import logging
 import re
 
 _TOKEN_IN_PATH = re.compile(r"(pipeline_schedules/[^/\s]+/pipeline_runs/)[^/\s?#)]+")
-SECRET = "[secret]"
+MASK = "[secret]"
 
 
 def scrub(text: str) -> str:
     """Replace the token segment of any trigger URL in ``text``."""
-    return _TOKEN_IN_PATH.sub(rf"\g<1>{SECRET}", text)
+    return _TOKEN_IN_PATH.sub(rf"\g<1>{MASK}", text)
 
 
 class TokenScrubber(logging.Filter):

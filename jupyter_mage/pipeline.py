@@ -116,10 +116,7 @@ def parse_notebook(uuid: str, path: str, nb: Any) -> Pipeline:
             errors.append(_error(uuid_, f"cell has several block-type tags: {', '.join(types)}"))
         if not _UUID_PATTERN.match(uuid_):
             errors.append(_error(uuid_, "block name may only use letters, digits, _ . -"))
-        upstream = _tag_value(tags, _UPSTREAM_TAG)
-        explicit_upstream[uuid_] = (
-            None if upstream is None else [u.strip() for u in upstream.split(",") if u.strip()]
-        )
+        explicit_upstream[uuid_] = _upstream_tags(tags)
         if any(b.uuid == uuid_ for b in blocks):
             errors.append(_error(uuid_, f"duplicate block name '{uuid_}'"))
             continue
@@ -144,6 +141,19 @@ def _tag_value(tags: list[str], prefix: str) -> str | None:
         if tag.startswith(prefix):
             return tag[len(prefix) :].strip()
     return None
+
+
+def _upstream_tags(tags: list[str]) -> list[str] | None:
+    """Upstream names from every ``upstream:`` tag, in order; None when there is no such tag.
+
+    nbformat's schema (and so JupyterLab's tag editor) forbids commas in a tag, so several
+    upstream blocks are best written as several tags (``upstream:a``, ``upstream:b``); the
+    contract's comma form ``upstream:a,b`` is read as well.
+    """
+    values = [t[len(_UPSTREAM_TAG) :] for t in tags if t.startswith(_UPSTREAM_TAG)]
+    if not values:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
 def _decorated_function_name(source: str, block_type: str) -> str | None:

@@ -34,8 +34,10 @@ def jp_server_config(jp_server_config: Any, tmp_path: Path) -> dict[str, Any]:
 
 
 def block_cell(source: str, *tags: str) -> Any:
-    """A code cell tagged as a block."""
-    return new_code_cell(source, metadata={"tags": list(tags)})
+    """A code cell tagged as a block (not validated: the contract's comma form is no valid tag)."""
+    cell = new_code_cell(source)
+    cell.metadata["tags"] = list(tags)
+    return cell
 
 
 def write_pipeline(
