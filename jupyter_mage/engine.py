@@ -25,6 +25,7 @@ from traitlets import Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import runtime
+from .kernels import KernelHandle, KernelPool
 from .pipeline import Pipeline, PipelineNotFound, PipelineRepository
 from .state import StatusBoard
 from .storage import BLOCK_FINISHED, Store
@@ -33,22 +34,25 @@ from .variables import merge_variables, parse_time, system_keys
 RUNTIME_SOURCE = Path(runtime.__file__).read_text(encoding="utf-8")
 
 
-def kernel_code(payload: dict[str, Any]) -> str:
+def kernel_code(payload: dict[str, Any], cwd: str) -> str:
     """The execute request of a run: the runtime's source and the plan, both as string literals.
 
     Nothing from the request is spliced into code: the plan is JSON text inside a Python string
     literal (``repr`` of a ``str`` is always a valid, inert literal) and is decoded by
-    ``json.loads`` inside the kernel.
+    ``json.loads`` inside the kernel. ``cwd`` (the notebook's folder, relative to the root dir
+    where kernels start) is a literal too.
     """
     plan = json.dumps(payload, allow_nan=False)
     return (
-        "def __jupyter_mage_bootstrap(source, plan):\n"
-        "    import sys, types\n"
+        "def __jupyter_mage_bootstrap(source, plan, cwd):\n"
+        "    import os, sys, types\n"
+        "    if cwd:\n"
+        "        os.chdir(cwd)\n"
         "    module = types.ModuleType('_jupyter_mage_runtime')\n"
         "    sys.modules['_jupyter_mage_runtime'] = module\n"
         "    exec(compile(source, '<jupyter-mage runtime>', 'exec'), module.__dict__)\n"
         "    module.run_pipeline(plan)\n"
-        f"try:\n    __jupyter_mage_bootstrap({RUNTIME_SOURCE!r}, {plan!r})\n"
+        f"try:\n    __jupyter_mage_bootstrap({RUNTIME_SOURCE!r}, {plan!r}, {cwd!r})\n"
         "finally:\n    del __jupyter_mage_bootstrap\n"
     )
 
@@ -72,6 +76,7 @@ class ActiveRun:
     kernel_id: str | None = None
     cancel_requested: bool = False
     failure: str | None = None
+    timeout_status: str | None = None
     execute_task: asyncio.Task[Any] | None = None
 
 
@@ -108,6 +113,7 @@ class KernelEngine(LoggingConfigurable):
         board: StatusBoard,
         repository: PipelineRepository,
         kernel_manager: Any,
+        pool_size: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -115,6 +121,7 @@ class KernelEngine(LoggingConfigurable):
         self.board = board
         self.repository = repository
         self.kernel_manager = kernel_manager
+        self.kernels = KernelPool(kernel_manager, pool_size, self.kernel_startup_timeout, self.log)
         self._active: dict[int, ActiveRun] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -152,7 +159,8 @@ class KernelEngine(LoggingConfigurable):
         return True
 
     async def shutdown(self) -> None:
-        """Stop every active run (server stopping) and wait for kernel shutdowns."""
+        """Stop every active run (server stopping), the pool, and wait for kernel shutdowns."""
+        await self.kernels.stop()
         for active in list(self._active.values()):
             active.failure = "the server stopped during the run"
             if active.execute_task is not None:
@@ -216,18 +224,15 @@ class KernelEngine(LoggingConfigurable):
             elif msg_type == "error":
                 self._append_log(state, "\n".join(content.get("traceback", [])) + "\n")
 
-        kernel_id = None
+        handle = None
         try:
             if active.cancel_requested:  # cancelled before its kernel was asked for
                 return await self._finish(plan, pipeline, blocks, states, active)
-            kernel_id = await ensure_async(
-                self.kernel_manager.start_kernel(
-                    kernel_name=pipeline.kernel_name or self.kernel_name,
-                    path=str(Path(pipeline.path).parent.as_posix()).lstrip("."),
-                )
-            )
-            active.kernel_id = kernel_id
-            await self._run_in_kernel(active, kernel_id, kernel_code(payload), on_message)
+            handle = await self.kernels.acquire(pipeline.kernel_name or self.kernel_name)
+            active.kernel_id = handle.kernel_id
+            cwd = Path(pipeline.path).parent.as_posix()
+            code = kernel_code(payload, "" if cwd == "." else cwd)
+            await self._run_in_kernel(active, handle, code, on_message, plan["trigger_settings"])
         except asyncio.CancelledError:
             if not active.cancel_requested and active.failure is None:
                 active.failure = "the run was stopped"
@@ -237,17 +242,22 @@ class KernelEngine(LoggingConfigurable):
         finally:
             events.put_nowait(None)
             await recorder
-            if kernel_id is not None:
-                self._shutdown_kernel_later(kernel_id)
+            if handle is not None:
+                # Graceful shutdowns sometimes stall seconds: keep them off the run's path.
+                self._spawn(self.kernels.discard(handle))
 
         await self._finish(plan, pipeline, blocks, states, active)
 
     async def _run_in_kernel(
-        self, active: ActiveRun, kernel_id: str, code: str, on_message: Any
+        self,
+        active: ActiveRun,
+        handle: KernelHandle,
+        code: str,
+        on_message: Any,
+        settings: dict[str, Any],
     ) -> None:
-        kernel = self.kernel_manager.get_kernel(kernel_id)
-        client = kernel.client()
-        await ensure_async(client.start_channels())
+        kernel = self.kernel_manager.get_kernel(handle.kernel_id)
+        client = handle.client
         died = asyncio.Event()
 
         def on_restart() -> None:
@@ -259,7 +269,6 @@ class KernelEngine(LoggingConfigurable):
             kernel.add_restart_callback(on_restart, "restart")
             kernel.add_restart_callback(on_restart, "dead")
         try:
-            await client.wait_for_ready(timeout=self.kernel_startup_timeout)
             if active.cancel_requested:
                 return
             active.execute_task = asyncio.ensure_future(
@@ -273,10 +282,20 @@ class KernelEngine(LoggingConfigurable):
                 )
             )
             watchdog = asyncio.ensure_future(self._watch_kernel(kernel, died))
+            timeout = settings.get("timeout")
             try:
                 done, _ = await asyncio.wait(
-                    {active.execute_task, watchdog}, return_when=asyncio.FIRST_COMPLETED
+                    {active.execute_task, watchdog},
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
+                if not done:  # the run's own timeout (trigger setting "timeout", seconds)
+                    active.timeout_status = settings.get("timeout_status") or "failed"
+                    active.failure = f"the run timed out after {timeout:g} s"
+                    await self._interrupt_then_kill(active)
+                    done, _ = await asyncio.wait(
+                        {active.execute_task, watchdog}, return_when=asyncio.FIRST_COMPLETED
+                    )
             finally:
                 watchdog.cancel()
             if active.execute_task not in done:
@@ -291,7 +310,6 @@ class KernelEngine(LoggingConfigurable):
                     kernel.remove_restart_callback(on_restart, event)
                 except (ValueError, KeyError):
                     pass
-            client.stop_channels()
 
     async def _watch_kernel(self, kernel: Any, died: asyncio.Event) -> None:
         # A dead kernel never answers: detect it instead of waiting forever on iopub.
@@ -320,16 +338,6 @@ class KernelEngine(LoggingConfigurable):
                 active.execute_task.cancel()
 
         self._spawn(kill_if_stuck())
-
-    def _shutdown_kernel_later(self, kernel_id: str) -> None:
-        # Graceful shutdowns sometimes stall seconds before SIGTERM: keep them off the run's path.
-        async def shutdown() -> None:
-            try:
-                await ensure_async(self.kernel_manager.shutdown_kernel(kernel_id, now=True))
-            except Exception as exc:  # already gone
-                self.log.debug("kernel %s shutdown: %s", kernel_id, exc)
-
-        self._spawn(shutdown())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -391,6 +399,7 @@ class KernelEngine(LoggingConfigurable):
                     "source": b.source,
                     "upstream": b.upstream_blocks,
                     "skip": b.uuid in skip,
+                    **pipeline.block_plan(b),  # conditionals, callbacks, sensor settings
                 }
                 for b in pipeline.runnable_blocks()
             ],
@@ -431,6 +440,11 @@ class KernelEngine(LoggingConfigurable):
         metrics: dict[str, Any] = {}
         if "seconds" in event:
             metrics["seconds"] = event["seconds"]
+        if event.get("log"):  # printed while no block was running (conditions, callbacks)
+            self._append_log(state, str(event["log"]))
+            state.cell_outputs.append(
+                nbformat.v4.new_output("stream", name="stdout", text=str(event["log"]))
+            )
         if status == "failed":
             error = event.get("error") or {}
             metrics["error"] = error
@@ -485,6 +499,9 @@ class KernelEngine(LoggingConfigurable):
         }
         if active.cancel_requested:
             status = "cancelled"
+        elif active.timeout_status is not None:
+            status = active.timeout_status
+            run_metrics["error"] = active.failure
         elif active.failure is not None:
             status = "failed"
             run_metrics["error"] = active.failure

@@ -28,11 +28,13 @@ from .validation import (
     RUN_STATUSES,
     ApiError,
     envelope,
+    idempotency_key,
     parse_id,
     parse_json_object,
     positive_int,
     run_request,
     trigger_fields,
+    wait_seconds,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +50,10 @@ _ERROR_TYPES = {
     409: "conflict",
     413: "payload_too_large",
 }
+
+
+def _error_body(status: int, error_type: str, message: str) -> dict[str, Any]:
+    return {"message": message, "error": {"code": status, "type": error_type, "message": message}}
 
 
 class MageHandler(ExtensionHandlerMixin, APIHandler):
@@ -85,14 +91,7 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         else:
             error_type, message = "internal_error", "Unhandled error"
         self.set_header("Content-Type", "application/json")
-        self.finish(
-            json.dumps(
-                {
-                    "message": message,
-                    "error": {"code": status_code, "type": error_type, "message": message},
-                }
-            )
-        )
+        self.finish(json.dumps(_error_body(status_code, error_type, message)))
 
     async def find_trigger(self, trigger_id: str) -> dict[str, Any]:
         """A trigger by path id, or 404."""
@@ -109,24 +108,59 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
             raise ApiError(404, "not_found", f"pipeline '{uuid[:200]}' not found") from None
 
     async def accept_run(self, trigger: dict[str, Any]) -> None:
-        """Validate a trigger request, commit the run, wake the dispatcher, answer the run."""
+        """Validate a trigger request, commit the run, wake the dispatcher, answer the run.
+
+        ``?wait=<seconds>`` holds the answer until the run ends (or the wait expires) and then
+        answers the run as ``GET api/pipeline_runs/{id}`` does. An ``Idempotency-Key`` header
+        makes a repeated call answer the first run instead of creating another.
+        """
         if trigger["status"] != "active":
             raise ApiError(409, "trigger_inactive", f"trigger {trigger['id']} is inactive")
+        wait = wait_seconds(self.get_argument("wait", None), self.mage.max_wait_seconds)
+        key = idempotency_key(self.request.headers.get("Idempotency-Key"))
         variables, execution_date, events = run_request(self.read_json())
         await self.find_pipeline(trigger["pipeline_uuid"])
-        run = await self.mage.store.create_run(
-            {
-                "pipeline_schedule_id": trigger["id"],
-                "pipeline_uuid": trigger["pipeline_uuid"],
-                "execution_date": execution_date or utcnow(),
-                "variables": variables,
-                "event_variables": events,
-                "trigger_name": trigger["name"],
-                "trigger_variables": trigger["variables"],
-                "trigger_settings": trigger["settings"],
-            }
-        )
-        self.mage.dispatcher.wake()
+        settings = trigger["settings"]
+        skip_at = None
+        if settings.get("skip_if_previous_running"):
+            skip_at = 1
+        elif (
+            settings.get("pipeline_run_limit")
+            and settings.get("pipeline_run_limit_action") == "skip"
+        ):
+            skip_at = settings["pipeline_run_limit"]
+        async with self.mage.board.listen() as events_seen:
+            run, outcome = await self.mage.store.create_run(
+                {
+                    "pipeline_schedule_id": trigger["id"],
+                    "pipeline_uuid": trigger["pipeline_uuid"],
+                    "execution_date": execution_date or utcnow(),
+                    "variables": variables,
+                    "event_variables": events,
+                    "trigger_name": trigger["name"],
+                    "trigger_variables": trigger["variables"],
+                    "trigger_settings": settings,
+                    "idempotency_key": key,
+                },
+                skip_if_active=skip_at,
+            )
+            if outcome == "skipped":
+                error = ApiError(
+                    409, "run_skipped", "the trigger's earlier runs are still active; run skipped"
+                )
+                self.set_status(409)
+                self.write_json({**_error_body(409, error.error_type, error.message),
+                                 "pipeline_run": run})  # fmt: skip
+                return
+            if outcome == "created":
+                self.mage.dispatcher.wake()
+            if wait:
+                try:
+                    await asyncio.wait_for(_until_finished(events_seen, run["id"], run), wait)
+                except asyncio.TimeoutError:
+                    pass
+        if wait is not None:
+            run = await self.mage.store.get_run(run["id"], with_blocks=True) or run
         self.write_json({"pipeline_run": run})
 
 
@@ -452,7 +486,12 @@ class RunHandler(MageHandler):
         await self.mage.board.run(run["id"], "cancelled")
 
 
-async def _until_finished(events: asyncio.Queue[dict[str, Any]], run_id: int) -> None:
+async def _until_finished(
+    events: asyncio.Queue[dict[str, Any]], run_id: int, known: dict[str, Any] | None = None
+) -> None:
+    """Return once the run reaches a final status (at once if ``known`` already has one)."""
+    if known is not None and known["status"] in RUN_FINISHED:
+        return
     while True:
         event = await events.get()
         if (event["kind"], event["id"]) == ("pipeline_run", run_id) and (

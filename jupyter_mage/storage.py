@@ -33,10 +33,12 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 T = TypeVar("T")
@@ -136,6 +138,8 @@ class Run(Timestamps, Base):
     trigger_variables: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     trigger_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     executed_notebook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Added by schema step 2: a client's Idempotency-Key, unique per trigger.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class BlockRun(Timestamps, Base):
@@ -169,8 +173,24 @@ def _create_initial_tables(conn: Connection) -> None:
     Base.metadata.create_all(conn, tables=[Trigger.__table__, Run.__table__, BlockRun.__table__])
 
 
+def _add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
+    """Add a nullable column unless it is there (step 1 creates tables from today's models)."""
+    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl_type}"))
+
+
+def _add_idempotency_key(conn: Connection) -> None:
+    _add_column(conn, "mage_pipeline_run", "idempotency_key", "VARCHAR(255)")
+    conn.execute(
+        text(
+            "CREATE UNIQUE INDEX IF NOT EXISTS ix_mage_run_idempotency "
+            "ON mage_pipeline_run (pipeline_schedule_id, idempotency_key)"
+        )
+    )
+
+
 #: Append-only. Each step gets a connection inside the migration transaction.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_initial_tables]
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_initial_tables, _add_idempotency_key]
 
 
 # -- dict views, in Mage's field names -------------------------------------------------------
@@ -396,22 +416,68 @@ class Store:
 
     # -- runs --------------------------------------------------------------------------------
 
-    async def create_run(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Commit a new ``initial`` run; returns it as the API shows it."""
-        return await self._call(self._create_run, values)
+    async def create_run(
+        self, values: dict[str, Any], skip_if_active: int | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """Commit a new run; returns it and what happened: ``created``, ``existing`` or ``skipped``.
 
-    def _create_run(self, values: dict[str, Any]) -> dict[str, Any]:
-        with self._sessions.begin() as s:
-            run = Run(status="initial", **values)
-            s.add(run)
-            s.flush()
-            # Mage's partition: "<trigger id>/<execution date>", stored with the run variables.
-            stamp = run.execution_date.strftime("%Y%m%dT%H%M%S_%f")
-            run.variables = {
-                **(run.variables or {}),
-                "execution_partition": f"{run.pipeline_schedule_id}/{stamp}",
-            }
-            return run_to_dict(run)
+        ``existing``: a run with the same ``idempotency_key`` for the trigger was found and is
+        returned instead. ``skipped``: the trigger already had ``skip_if_active`` runs waiting or
+        running, so the new run was recorded as ``cancelled``. The check and the insert happen in
+        one transaction.
+        """
+        return await self._call(self._create_run, values, skip_if_active)
+
+    def _create_run(
+        self, values: dict[str, Any], skip_if_active: int | None
+    ) -> tuple[dict[str, Any], str]:
+        key = values.get("idempotency_key")
+        trigger_id = values.get("pipeline_schedule_id")
+        if key is not None:
+            existing = self._find_idempotent(trigger_id, key)
+            if existing is not None:
+                return existing, "existing"
+        try:
+            with self._sessions.begin() as s:
+                outcome = "created"
+                run = Run(status="initial", **values)
+                if skip_if_active is not None:
+                    active = s.scalar(
+                        select(func.count(Run.id)).where(
+                            Run.pipeline_schedule_id == trigger_id,
+                            Run.status.in_(("initial", "running")),
+                        )
+                    )
+                    if (active or 0) >= skip_if_active:
+                        outcome = "skipped"
+                        run.status = "cancelled"
+                        run.completed_at = utcnow()
+                        run.metrics = {"skipped": "the trigger's earlier runs are still active"}
+                s.add(run)
+                s.flush()
+                # Mage's partition: "<trigger id>/<execution date>", kept in the run variables.
+                stamp = run.execution_date.strftime("%Y%m%dT%H%M%S_%f")
+                run.variables = {
+                    **(run.variables or {}),
+                    "execution_partition": f"{run.pipeline_schedule_id}/{stamp}",
+                }
+                s.flush()
+                return run_to_dict(run), outcome
+        except IntegrityError:
+            # Another request with the same key won the race: answer its run.
+            existing = self._find_idempotent(trigger_id, key)
+            if existing is None:
+                raise
+            return existing, "existing"
+
+    def _find_idempotent(self, trigger_id: int | None, key: str) -> dict[str, Any] | None:
+        with self._sessions() as s:
+            run = s.scalar(
+                select(Run).where(
+                    Run.pipeline_schedule_id == trigger_id, Run.idempotency_key == key
+                )
+            )
+            return run_to_dict(run) if run is not None else None
 
     async def get_run(self, run_id: int, with_blocks: bool = False) -> dict[str, Any] | None:
         """One run (and its block runs), or None."""
@@ -424,7 +490,7 @@ class Store:
                 return None
             data = run_to_dict(run)
             if with_blocks:
-                data["block_runs"] = self._block_runs(s, [run_id])[run_id]
+                data["block_runs"] = self._block_runs(s, [run_id], with_outputs=True)[run_id]
             return data
 
     async def run_plan(self, run_id: int) -> dict[str, Any] | None:
@@ -486,10 +552,40 @@ class Store:
         if limit <= 0:
             return []
         with self._sessions.begin() as s:
-            query = select(Run.id).where(Run.status == "initial").order_by(Run.id).limit(limit)
+            # Look a little past `limit`: runs held back by their trigger's own limit are passed.
+            query = (
+                select(Run.id, Run.pipeline_schedule_id, Run.trigger_settings)
+                .where(Run.status == "initial")
+                .order_by(Run.id)
+                .limit(limit + 100)
+            )
             if not self.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
-            ids = list(s.scalars(query))
+            candidates = list(s.execute(query))
+            limited = {
+                c.pipeline_schedule_id
+                for c in candidates
+                if (c.trigger_settings or {}).get("pipeline_run_limit")
+            }
+            running: dict[int, int] = {}
+            if limited:
+                running = dict(
+                    s.execute(
+                        select(Run.pipeline_schedule_id, func.count(Run.id))
+                        .where(Run.pipeline_schedule_id.in_(limited), Run.status == "running")
+                        .group_by(Run.pipeline_schedule_id)
+                    ).all()
+                )
+            ids: list[int] = []
+            for c in candidates:
+                cap = (c.trigger_settings or {}).get("pipeline_run_limit")
+                if cap:
+                    if running.get(c.pipeline_schedule_id, 0) >= cap:
+                        continue
+                    running[c.pipeline_schedule_id] = running.get(c.pipeline_schedule_id, 0) + 1
+                ids.append(c.id)
+                if len(ids) == limit:
+                    break
             if ids:
                 now = utcnow()
                 s.execute(
@@ -650,12 +746,17 @@ class Store:
             return fn(s)
 
     @staticmethod
-    def _block_runs(s: Session, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    def _block_runs(
+        s: Session, run_ids: list[int], with_outputs: bool = False
+    ) -> dict[int, list[dict[str, Any]]]:
         found: dict[int, list[dict[str, Any]]] = {i: [] for i in run_ids}
         for block in s.scalars(
             select(BlockRun).where(BlockRun.pipeline_run_id.in_(run_ids)).order_by(BlockRun.id)
         ):
-            found[block.pipeline_run_id].append(block_run_to_dict(block))
+            row = block_run_to_dict(block)
+            if with_outputs:
+                row["outputs"] = block.outputs or []
+            found[block.pipeline_run_id].append(row)
         return found
 
     async def ping(self) -> None:

@@ -22,6 +22,7 @@ SETTINGS_TYPES: dict[str, tuple[type, ...]] = {
     "timeout": (int, float),
     "timeout_status": (str,),
     "pipeline_run_limit": (int,),
+    "pipeline_run_limit_action": (str,),
     "skip_if_previous_running": (bool,),
     "allow_blocks_to_fail": (bool,),
 }
@@ -187,8 +188,40 @@ def trigger_fields(data: dict[str, Any], creating: bool) -> tuple[dict[str, Any]
                 not isinstance(value, types) or (bool not in types and isinstance(value, bool))
             ):
                 raise ApiError(400, "invalid_field", f"setting '{key}' has the wrong type")
+        if settings.get("timeout_status") not in (None, "failed", "cancelled"):
+            raise ApiError(400, "invalid_field", "'timeout_status' must be failed or cancelled")
+        if settings.get("pipeline_run_limit_action") not in (None, "wait", "skip"):
+            raise ApiError(400, "invalid_field", "'pipeline_run_limit_action' must be wait or skip")
+        for key in ("pipeline_run_limit", "timeout"):
+            if settings.get(key) is not None and settings[key] <= 0:
+                raise ApiError(400, "invalid_field", f"setting '{key}' must be positive")
         values["settings"] = settings
     return values, rotate
+
+
+def wait_seconds(value: str | None, maximum: float) -> float | None:
+    """The ``?wait=`` query parameter: seconds to hold the answer, at most ``maximum``."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", "'wait' must be a number of seconds") from None
+    if not 0 <= seconds < float("inf"):
+        raise ApiError(400, "invalid_parameter", "'wait' must be a non-negative number")
+    return min(seconds, maximum)
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header: 1 to 255 printable characters."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > 255 or not value.isprintable():
+        raise ApiError(
+            400, "invalid_header", "'Idempotency-Key' must be 1-255 printable characters"
+        )
+    return value
 
 
 def run_request(body: dict[str, Any]) -> tuple[dict[str, Any], datetime | None, dict[str, Any]]:
