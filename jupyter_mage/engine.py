@@ -496,6 +496,7 @@ class KernelEngine(LoggingConfigurable):
         allow_failures = bool(plan["trigger_settings"].get("allow_blocks_to_fail"))
         run_metrics: dict[str, Any] = {
             "blocks": {uuid: s.status for uuid, s in states.items()},
+            "kernel_id": active.kernel_id,
         }
         if active.cancel_requested:
             status = "cancelled"
