@@ -27,7 +27,9 @@ export const BLOCK_TYPES = [
   'data_exporter',
   'custom',
   'sensor',
-  'scratchpad'
+  'scratchpad',
+  'conditional',
+  'callback'
 ] as const;
 
 /** One of {@link BLOCK_TYPES}. */

@@ -222,6 +222,12 @@ export function addBlockCommands(
     );
   };
 
+  // The cell toolbar shows "set links" enabled only on blocks: refresh it
+  // whenever another cell becomes active.
+  tracker.activeCellChanged.connect(() =>
+    commands.notifyCommandChanged(CommandIDs.setBlockLinks)
+  );
+
   commands.addCommand(CommandIDs.makeBlock, {
     label: trans.__('Make Cell a Mage Block…'),
     caption: trans.__(
@@ -269,6 +275,7 @@ export function addBlockCommands(
       if (template) {
         cell.model.sharedModel.setSource(blockTemplate(type));
       }
+      commands.notifyCommandChanged(CommandIDs.setBlockLinks);
     }
   });
 
@@ -276,7 +283,9 @@ export function addBlockCommands(
     label: trans.__('Set Mage Block Name and Upstream Blocks…'),
     caption: trans.__("Name the active block and choose the blocks it reads from"),
     icon: args => (args['toolbar'] ? blockIcon : undefined),
-    isEnabled: () => isBlock(),
+    // Enabled on any code cell: a cell toolbar button may keep a stale state,
+    // so a non-block is explained at execution instead.
+    isEnabled: () => tracker.activeCell?.model.type === 'code',
     execute: async () => {
       const panel = tracker.currentWidget;
       const cell = tracker.activeCell;
@@ -292,8 +301,11 @@ export function addBlockCommands(
       if (!self) {
         return;
       }
+      // Blocks that can be upstream (or, for an add-on, its parent).
       const others = blocks.filter(
-        b => b.cellIndex !== index && b.type !== 'scratchpad'
+        b =>
+          b.cellIndex !== index &&
+          !['scratchpad', 'conditional', 'callback'].includes(b.type)
       );
       const tags = cellTags(cell.model);
       const result = await showDialog({

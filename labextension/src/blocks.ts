@@ -9,14 +9,16 @@ export const NAME_TAG = 'name:';
 /** Tag prefix that lists a block's upstream blocks. */
 export const UPSTREAM_TAG = 'upstream:';
 
-/** Block types whose code is a decorated function. */
-const DECORATED: BlockType[] = [
-  'data_loader',
-  'transformer',
-  'data_exporter',
-  'custom',
-  'sensor'
-];
+/** The decorators that name a block of each type (add-on blocks use their own). */
+const DECORATORS: Partial<Record<BlockType, string[]>> = {
+  data_loader: ['data_loader'],
+  transformer: ['transformer'],
+  data_exporter: ['data_exporter'],
+  custom: ['custom'],
+  sensor: ['sensor'],
+  conditional: ['condition'],
+  callback: ['callback', 'on_success', 'on_failure']
+};
 
 /** The guarded import Mage's templates start with; runs unchanged in Mage too. */
 function guardedImport(decorator: string): string {
@@ -109,6 +111,28 @@ export function blockTemplate(type: BlockType): string {
         '    """\n' +
         '    return True\n'
       );
+    case 'conditional':
+      return (
+        guardedImport('condition') +
+        '\n\n@condition\n' +
+        'def evaluate_condition(*args, **kwargs) -> bool:\n' +
+        '    """\n' +
+        '    Return False to skip the block this condition is attached to\n' +
+        '    (its upstream block).\n' +
+        '    """\n' +
+        '    return True\n'
+      );
+    case 'callback':
+      return (
+        guardedImport('callback') +
+        "\n\n@callback('success')\n" +
+        'def on_parent_success(parent_block_data, **kwargs):\n' +
+        '    """\n' +
+        '    Runs after the block this callback is attached to (its upstream\n' +
+        '    block) succeeds.\n' +
+        '    """\n' +
+        '    pass\n'
+      );
     case 'scratchpad':
       return (
         '"""\n' +
@@ -154,8 +178,15 @@ export function tagsWithLinks(
   if (name.trim()) {
     rest.push(`${NAME_TAG}${name.trim()}`);
   }
+  // One tag per upstream block (nbformat forbids commas in tags); an empty
+  // list is written `upstream:` alone, which makes a root block.
   if (upstream !== null) {
-    rest.push(`${UPSTREAM_TAG}${upstream.join(',')}`);
+    if (upstream.length === 0) {
+      rest.push(UPSTREAM_TAG);
+    }
+    for (const up of upstream) {
+      rest.push(`${UPSTREAM_TAG}${up}`);
+    }
   }
   return rest;
 }
@@ -189,15 +220,35 @@ export function decoratedFunctionName(
   source: string,
   type: BlockType
 ): string | null {
-  if (!DECORATED.includes(type)) {
+  const names = DECORATORS[type];
+  if (!names) {
     return null;
   }
   const re = new RegExp(
-    `^@${type}(?:\\([^)]*\\))?\\s*\\n(?:@.*\\n)*(?:async\\s+)?def\\s+([A-Za-z_]\\w*)`,
+    `^@(?:${names.join('|')})(?:\\([^)]*\\))?\\s*\\n(?:@.*\\n)*(?:async\\s+)?def\\s+([A-Za-z_]\\w*)`,
     'm'
   );
   const m = re.exec(source);
   return m ? m[1] : null;
+}
+
+/**
+ * The upstream names in a cell's tags: every `upstream:` tag, in order, each
+ * possibly a comma list; `null` when there is no such tag.
+ */
+export function upstreamFromTags(tags: string[]): string[] | null {
+  const values = tags
+    .filter(t => t.startsWith(UPSTREAM_TAG))
+    .map(t => t.slice(UPSTREAM_TAG.length));
+  if (!values.length) {
+    return null;
+  }
+  return values.flatMap(v =>
+    v
+      .split(',')
+      .map(name => name.trim())
+      .filter(Boolean)
+  );
 }
 
 /**
@@ -218,18 +269,11 @@ export function notebookBlocks(cells: ICellLike[]): INotebookBlock[] {
     if (!uuid) {
       uuid = `${type}_${blocks.filter(b => b.type === type).length + 1}`;
     }
-    const up = tagValue(cell.tags, UPSTREAM_TAG);
     blocks.push({
       uuid,
       type,
       cellIndex: index,
-      upstream:
-        up === null
-          ? null
-          : up
-              .split(',')
-              .map(s => s.trim())
-              .filter(Boolean)
+      upstream: upstreamFromTags(cell.tags)
     });
   });
   return blocks;

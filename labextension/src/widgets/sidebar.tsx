@@ -26,8 +26,11 @@ function validationErrors(pipeline: IPipeline): string[] {
     if (typeof e === 'string') {
       return e;
     }
-    const m = (e as { message?: unknown } | null)?.message;
-    return typeof m === 'string' ? m : JSON.stringify(e);
+    const err = e as { message?: unknown; block_uuid?: unknown } | null;
+    const message = typeof err?.message === 'string' ? err.message : JSON.stringify(e);
+    return typeof err?.block_uuid === 'string' && err.block_uuid
+      ? `${err.block_uuid}: ${message}`
+      : message;
   });
 }
 
@@ -112,7 +115,14 @@ function PipelineList(props: { ctx: IViewContext }): JSX.Element {
               title={trans.__('Show triggers and runs of %1', p.uuid)}
               onClick={() => void model.selectPipeline(p.uuid)}
             >
-              <span className="jp-mage-PipelineName">{p.uuid}</span>
+              <span className="jp-mage-PipelineName">
+                {p.name || p.uuid}
+                {p.uuid.includes('/') && (
+                  <span className="jp-mage-PipelineDir">
+                    {p.uuid.slice(0, p.uuid.lastIndexOf('/') + 1)}
+                  </span>
+                )}
+              </span>
               <span className="jp-mage-Muted">
                 {trans._n('%1 block', '%1 blocks', p.blocks.length)}
               </span>
@@ -212,7 +222,14 @@ function PipelineView(props: { ctx: IViewContext }): JSX.Element {
           title={trans.__('Back to the list of pipelines')}
           onClick={() => void model.selectPipeline(null)}
         />
-        <h2 className="jp-mage-ViewTitle">{uuid}</h2>
+        <h2 className="jp-mage-ViewTitle" title={uuid}>
+          {pipeline?.name || uuid.slice(uuid.lastIndexOf('/') + 1)}
+          {uuid.includes('/') && (
+            <span className="jp-mage-PipelineDir">
+              {uuid.slice(0, uuid.lastIndexOf('/') + 1)}
+            </span>
+          )}
+        </h2>
         <Button
           label={trans.__('Open notebook')}
           className="jp-mage-OpenNotebook"
