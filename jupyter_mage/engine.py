@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,29 +33,40 @@ from .storage import BLOCK_FINISHED, Store
 from .variables import merge_variables, parse_time, system_keys
 
 RUNTIME_SOURCE = Path(runtime.__file__).read_text(encoding="utf-8")
+RUNTIME_DIGEST = hashlib.sha256(RUNTIME_SOURCE.encode()).hexdigest()[:16]
+
+# Loads the runtime as a private module (once per kernel: warm kernels have it preloaded), then
+# runs the plan. Every argument is a string literal made with repr().
+_BOOTSTRAP = """\
+def __jupyter_mage_bootstrap(source, digest, plan, cwd):
+    import os, sys, types
+    module = sys.modules.get('_jupyter_mage_runtime')
+    if getattr(module, '__digest__', None) != digest:
+        module = types.ModuleType('_jupyter_mage_runtime')
+        exec(compile(source, '<jupyter-mage runtime>', 'exec'), module.__dict__)
+        module.__digest__ = digest
+        sys.modules['_jupyter_mage_runtime'] = module
+    if plan is not None:
+        if cwd:
+            os.chdir(cwd)
+        module.run_pipeline(plan)
+try:
+    __jupyter_mage_bootstrap({source!r}, {digest!r}, {plan!r}, {cwd!r})
+finally:
+    del __jupyter_mage_bootstrap
+"""
 
 
-def kernel_code(payload: dict[str, Any], cwd: str) -> str:
+def kernel_code(payload: dict[str, Any] | None, cwd: str = "") -> str:
     """The execute request of a run: the runtime's source and the plan, both as string literals.
 
     Nothing from the request is spliced into code: the plan is JSON text inside a Python string
     literal (``repr`` of a ``str`` is always a valid, inert literal) and is decoded by
     ``json.loads`` inside the kernel. ``cwd`` (the notebook's folder, relative to the root dir
-    where kernels start) is a literal too.
+    where kernels start) is a literal too. ``payload=None`` only loads the runtime (warm-up).
     """
-    plan = json.dumps(payload, allow_nan=False)
-    return (
-        "def __jupyter_mage_bootstrap(source, plan, cwd):\n"
-        "    import os, sys, types\n"
-        "    if cwd:\n"
-        "        os.chdir(cwd)\n"
-        "    module = types.ModuleType('_jupyter_mage_runtime')\n"
-        "    sys.modules['_jupyter_mage_runtime'] = module\n"
-        "    exec(compile(source, '<jupyter-mage runtime>', 'exec'), module.__dict__)\n"
-        "    module.run_pipeline(plan)\n"
-        f"try:\n    __jupyter_mage_bootstrap({RUNTIME_SOURCE!r}, {plan!r}, {cwd!r})\n"
-        "finally:\n    del __jupyter_mage_bootstrap\n"
-    )
+    plan = None if payload is None else json.dumps(payload, allow_nan=False)
+    return _BOOTSTRAP.format(source=RUNTIME_SOURCE, digest=RUNTIME_DIGEST, plan=plan, cwd=cwd)
 
 
 @dataclass
@@ -121,7 +133,13 @@ class KernelEngine(LoggingConfigurable):
         self.board = board
         self.repository = repository
         self.kernel_manager = kernel_manager
-        self.kernels = KernelPool(kernel_manager, pool_size, self.kernel_startup_timeout, self.log)
+        self.kernels = KernelPool(
+            kernel_manager,
+            pool_size,
+            self.kernel_startup_timeout,
+            self.log,
+            warmup_code=kernel_code(None),
+        )
         self._active: dict[int, ActiveRun] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -553,7 +571,8 @@ class KernelEngine(LoggingConfigurable):
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(header))
         target = self.runs_path / pipeline.uuid / f"run_{plan['id']}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, target)
+        # The copy came from a valid notebook: plain JSON, skipping nbformat's slow validation.
+        target.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
         try:
             return target.relative_to(self.repository.root).as_posix()
         except ValueError:

@@ -40,12 +40,21 @@ class KernelPool:
         Kernels kept ready per kernel spec (0: no pool).
     startup_timeout
         Seconds a kernel may take to answer before it counts as failed.
+    warmup_code
+        Code a pool kernel runs once while it waits (loading the run-time), so a run's own
+        request does not pay for it.
     """
 
     def __init__(
-        self, kernel_manager: Any, size: int, startup_timeout: float, log: logging.Logger
+        self,
+        kernel_manager: Any,
+        size: int,
+        startup_timeout: float,
+        log: logging.Logger,
+        warmup_code: str = "",
     ) -> None:
         self.kernel_manager = kernel_manager
+        self.warmup_code = warmup_code
         self.size = size
         self.startup_timeout = startup_timeout
         self.log = log
@@ -121,6 +130,17 @@ class KernelPool:
         while len(ready) < self.size and not self._stopped:
             try:
                 handle = await self.start(kernel_name)
+                if self.warmup_code:
+                    reply = await handle.client.execute_interactive(
+                        self.warmup_code,
+                        store_history=False,
+                        allow_stdin=False,
+                        output_hook=lambda msg: None,
+                        timeout=self.startup_timeout,
+                    )
+                    if reply["content"]["status"] != "ok":
+                        await self.discard(handle)
+                        raise RuntimeError("warm-up code failed")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
