@@ -9,10 +9,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runtime import custom, data_exporter, data_loader, sensor, test, transformer
+from .runtime import (
+    callback,
+    condition,
+    custom,
+    data_exporter,
+    data_loader,
+    on_failure,
+    on_success,
+    sensor,
+    test,
+    transformer,
+)
 
 __version__ = "0.1.0"
-__all__ = ["custom", "data_exporter", "data_loader", "sensor", "test", "transformer"]
+__all__ = [
+    "callback",
+    "condition",
+    "custom",
+    "data_exporter",
+    "data_loader",
+    "on_failure",
+    "on_success",
+    "sensor",
+    "test",
+    "transformer",
+]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

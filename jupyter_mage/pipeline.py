@@ -17,13 +17,23 @@ from typing import Any
 
 import nbformat
 
+from .runtime import DEFAULT_SENSOR_INTERVAL, DEFAULT_SENSOR_TIMEOUT
+
 #: Block types that run in a pipeline run, in the order Mage lists them.
 RUNNABLE_TYPES = ("data_loader", "transformer", "data_exporter", "custom", "sensor")
+#: Add-on blocks: attached to a parent block (``upstream:``), no block run of their own.
+ADDON_TYPES = ("conditional", "callback")
 #: Tags that make a cell a block. Scratchpads are blocks that never run in a pipeline run.
-BLOCK_TYPES = (*RUNNABLE_TYPES, "scratchpad")
+BLOCK_TYPES = (*RUNNABLE_TYPES, "scratchpad", *ADDON_TYPES)
+#: The decorators that name an add-on block's function.
+_ADDON_DECORATORS = {
+    "conditional": ("condition",),
+    "callback": ("callback", "on_success", "on_failure"),
+}
 NOTEBOOK_SUFFIX = ".ipynb"
 _NAME_TAG = "name:"
 _UPSTREAM_TAG = "upstream:"
+_SENSOR_SETTINGS = ("sensor_interval", "sensor_timeout")
 _UUID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -41,16 +51,24 @@ class Block:
     cell_index: int
     upstream_blocks: list[str] = field(default_factory=list)
     downstream_blocks: list[str] = field(default_factory=list)
+    conditional_blocks: list[str] = field(default_factory=list)
+    callback_blocks: list[str] = field(default_factory=list)
+    #: Cell-tag settings (``sensor_interval:<s>``, ``sensor_timeout:<s>``), as numbers.
+    settings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The block as the API shows it."""
-        return {
+        """The block as the API shows it (add-ons list their parents as upstream, as Mage)."""
+        data: dict[str, Any] = {
             "uuid": self.uuid,
             "name": self.uuid,
             "type": self.type,
             "upstream_blocks": list(self.upstream_blocks),
             "downstream_blocks": list(self.downstream_blocks),
         }
+        if self.type not in ADDON_TYPES:
+            data["conditional_blocks"] = list(self.conditional_blocks)
+            data["callback_blocks"] = list(self.callback_blocks)
+        return data
 
 
 @dataclass
@@ -64,6 +82,10 @@ class Pipeline:
     kernel_name: str | None
     errors: list[dict[str, str]]
     notebook: Any = field(default=None, repr=False, compare=False)
+    #: Conditional and callback blocks; their ``upstream_blocks`` are their parents.
+    addons: list[Block] = field(default_factory=list)
+    #: Pipeline-wide settings from ``metadata.mage`` (``sensor_interval``, ``sensor_timeout``).
+    settings: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_valid(self) -> bool:
@@ -75,6 +97,30 @@ class Pipeline:
         by_uuid = {b.uuid: b for b in self.blocks}
         order = _topological_order(self.blocks)
         return [by_uuid[u] for u in order if by_uuid[u].type != "scratchpad"]
+
+    def block_plan(self, block: Block) -> dict[str, Any]:
+        """What the in-kernel runtime needs beyond a block's code: add-ons, sensor settings."""
+        addons = {a.uuid: a for a in self.addons}
+        plan: dict[str, Any] = {
+            "conditionals": [
+                {"uuid": u, "source": addons[u].source} for u in block.conditional_blocks
+            ],
+            "callbacks": [{"uuid": u, "source": addons[u].source} for u in block.callback_blocks],
+        }
+        if block.type == "sensor":
+            plan["sensor"] = self.sensor_settings(block)
+        return plan
+
+    def sensor_settings(self, block: Block) -> dict[str, float]:
+        """Poll interval and timeout of a sensor: cell tag, else notebook metadata, else default."""
+        return {
+            "interval": block.settings.get(
+                "sensor_interval", self.settings.get("sensor_interval", DEFAULT_SENSOR_INTERVAL)
+            ),
+            "timeout": block.settings.get(
+                "sensor_timeout", self.settings.get("sensor_timeout", DEFAULT_SENSOR_TIMEOUT)
+            ),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The pipeline as the API shows it; blocks in dependency order when valid."""
@@ -88,6 +134,8 @@ class Pipeline:
             "path": self.path,
             "type": "python",
             "blocks": [b.to_dict() for b in blocks],
+            "callbacks": [a.to_dict() for a in self.addons if a.type == "callback"],
+            "conditionals": [a.to_dict() for a in self.addons if a.type == "conditional"],
             "variables": self.variables,
             "errors": self.errors,
         }
@@ -97,7 +145,10 @@ def parse_notebook(uuid: str, path: str, nb: Any) -> Pipeline:
     """Build a :class:`Pipeline` from a notebook node; problems go into ``errors``."""
     errors: list[dict[str, str]] = []
     blocks: list[Block] = []
+    addons: list[Block] = []
     explicit_upstream: dict[str, list[str] | None] = {}
+    addon_parents: dict[str, list[str]] = {}
+    last_main: str | None = None  # an add-on without upstream: attaches to the block above
     for index, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
@@ -108,32 +159,126 @@ def parse_notebook(uuid: str, path: str, nb: Any) -> Pipeline:
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
         block_type = types[0]
         name = _tag_value(tags, _NAME_TAG)
-        uuid_ = name or _decorated_function_name(source, block_type)
+        decorators = _ADDON_DECORATORS.get(block_type, (block_type,))
+        uuid_ = name or _decorated_function_name(source, decorators)
         if not uuid_:
-            count = sum(1 for b in blocks if b.type == block_type) + 1
+            count = sum(1 for b in (*blocks, *addons) if b.type == block_type) + 1
             uuid_ = f"{block_type}_{count}"
         if len(types) > 1:
             errors.append(_error(uuid_, f"cell has several block-type tags: {', '.join(types)}"))
         if not _UUID_PATTERN.match(uuid_):
             errors.append(_error(uuid_, "block name may only use letters, digits, _ . -"))
-        explicit_upstream[uuid_] = _upstream_tags(tags)
-        if any(b.uuid == uuid_ for b in blocks):
+        if any(b.uuid == uuid_ for b in (*blocks, *addons)):
             errors.append(_error(uuid_, f"duplicate block name '{uuid_}'"))
             continue
-        blocks.append(Block(uuid=uuid_, type=block_type, source=source, cell_index=index))
+        block = Block(uuid=uuid_, type=block_type, source=source, cell_index=index)
+        block.settings = _settings_from_tags(uuid_, tags, errors)
+        if block_type in ADDON_TYPES:
+            parents = _upstream_tags(tags)
+            if parents is None:
+                parents = [last_main] if last_main else []
+            addon_parents[uuid_] = parents
+            addons.append(block)
+            continue
+        explicit_upstream[uuid_] = _upstream_tags(tags)
+        blocks.append(block)
+        if block_type != "scratchpad":
+            last_main = uuid_
 
     _link_blocks(blocks, explicit_upstream, errors)
     if not any(e["type"] == "cycle" for e in errors):
         _check_cycles(blocks, errors)
+    _attach_addons(blocks, addons, addon_parents, errors)
 
     mage_meta = nb.metadata.get("mage", {})
-    variables = mage_meta.get("variables", {}) if isinstance(mage_meta, dict) else {}
+    if not isinstance(mage_meta, dict):
+        mage_meta = {}
+    variables = mage_meta.get("variables", {})
     if not isinstance(variables, dict):
         errors.append(_error("", "metadata.mage.variables must be a JSON object"))
         variables = {}
+    settings: dict[str, float] = {}
+    for key in _SENSOR_SETTINGS:
+        if key in mage_meta:
+            value = _positive_number(mage_meta[key])
+            if value is None:
+                errors.append(_error("", f"metadata.mage.{key} must be a positive number"))
+            else:
+                settings[key] = value
     kernelspec = nb.metadata.get("kernelspec", {})
     kernel_name = kernelspec.get("name") if isinstance(kernelspec, dict) else None
-    return Pipeline(uuid, path, blocks, dict(variables), kernel_name, errors, notebook=nb)
+    return Pipeline(
+        uuid,
+        path,
+        blocks,
+        dict(variables),
+        kernel_name,
+        errors,
+        notebook=nb,
+        addons=addons,
+        settings=settings,
+    )
+
+
+def _positive_number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(value, bool) or not 0 < number < float("inf"):
+        return None
+    return number
+
+
+def _settings_from_tags(
+    uuid: str, tags: list[str], errors: list[dict[str, str]]
+) -> dict[str, float]:
+    """``sensor_interval:<seconds>`` and ``sensor_timeout:<seconds>`` cell tags."""
+    settings: dict[str, float] = {}
+    for key in _SENSOR_SETTINGS:
+        raw = _tag_value(tags, key + ":")
+        if raw is None:
+            continue
+        value = _positive_number(raw)
+        if value is None:
+            errors.append(_error(uuid, f"tag {key}:{raw} must be a positive number of seconds"))
+        else:
+            settings[key] = value
+    return settings
+
+
+def _attach_addons(
+    blocks: list[Block],
+    addons: list[Block],
+    parents: dict[str, list[str]],
+    errors: list[dict[str, str]],
+) -> None:
+    """Link conditionals and callbacks to the blocks they watch (their ``upstream:`` tags)."""
+    known = {b.uuid: b for b in blocks}
+    for addon in addons:
+        wanted = parents.get(addon.uuid) or []
+        if not wanted:
+            errors.append(
+                _error(addon.uuid, f"{addon.type} block '{addon.uuid}' has no parent block")
+            )
+        for parent in wanted:
+            target = known.get(parent)
+            if target is None or target.type == "scratchpad":
+                errors.append(
+                    _error(
+                        addon.uuid,
+                        f"{addon.type} block '{addon.uuid}' watches unknown block '{parent}'",
+                    )
+                )
+                continue
+            if parent not in addon.upstream_blocks:
+                addon.upstream_blocks.append(parent)
+                attached = (
+                    target.conditional_blocks
+                    if addon.type == "conditional"
+                    else target.callback_blocks
+                )
+                attached.append(addon.uuid)
 
 
 def _tag_value(tags: list[str], prefix: str) -> str | None:
@@ -156,8 +301,8 @@ def _upstream_tags(tags: list[str]) -> list[str] | None:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
-def _decorated_function_name(source: str, block_type: str) -> str | None:
-    """Name of the function decorated with the block's type, if the code parses."""
+def _decorated_function_name(source: str, decorators: tuple[str, ...]) -> str | None:
+    """Name of the first function decorated with one of ``decorators``, if the code parses."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -169,7 +314,7 @@ def _decorated_function_name(source: str, block_type: str) -> str | None:
                 name = (
                     target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
                 )
-                if name == block_type:
+                if name in decorators:
                     return node.name
     return None
 
