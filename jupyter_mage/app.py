@@ -8,7 +8,7 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, Unicode, default
+from traitlets import Bool, Float, Int, Unicode, default
 
 from . import logscrub
 from .dispatcher import Dispatcher
@@ -52,6 +52,15 @@ class MageApp(ExtensionApp):
         ),
     ).tag(config=True)
 
+    kernel_reuse = Bool(
+        False,
+        help=(
+            "Reuse a run's kernel, reset, for the next run of the same pipeline. Faster (imports "
+            "stay loaded) but runs are no longer isolated: module state, monkeypatches, threads "
+            "and environment changes of one run are seen by the next. Off by default."
+        ),
+    ).tag(config=True)
+
     max_body_size = Int(
         10 * 1024 * 1024, help="Largest accepted request body, in bytes (larger: HTTP 413)."
     ).tag(config=True)
@@ -89,6 +98,7 @@ class MageApp(ExtensionApp):
             repository=self.repository,
             kernel_manager=self.serverapp.kernel_manager if self.serverapp else None,
             pool_size=self.kernel_pool_size,
+            reuse_kernels=self.kernel_reuse,
         )
         self.repository.exclude.append(self.engine.runs_path.resolve())
         self.dispatcher = Dispatcher(

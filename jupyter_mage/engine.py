@@ -45,6 +45,7 @@ def __jupyter_mage_bootstrap(source, digest, plan, cwd):
         module = types.ModuleType('_jupyter_mage_runtime')
         exec(compile(source, '<jupyter-mage runtime>', 'exec'), module.__dict__)
         module.__digest__ = digest
+        module.__home__ = os.getcwd()
         sys.modules['_jupyter_mage_runtime'] = module
     if plan is not None:
         if cwd:
@@ -126,6 +127,7 @@ class KernelEngine(LoggingConfigurable):
         repository: PipelineRepository,
         kernel_manager: Any,
         pool_size: int = 0,
+        reuse_kernels: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -139,6 +141,7 @@ class KernelEngine(LoggingConfigurable):
             self.kernel_startup_timeout,
             self.log,
             warmup_code=kernel_code(None),
+            reuse=reuse_kernels,
         )
         self._active: dict[int, ActiveRun] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -246,7 +249,8 @@ class KernelEngine(LoggingConfigurable):
         try:
             if active.cancel_requested:  # cancelled before its kernel was asked for
                 return await self._finish(plan, pipeline, blocks, states, active)
-            handle = await self.kernels.acquire(pipeline.kernel_name or self.kernel_name)
+            reuse_key = pipeline.uuid if self.kernels.reuse else None
+            handle = await self.kernels.acquire(pipeline.kernel_name or self.kernel_name, reuse_key)
             active.kernel_id = handle.kernel_id
             cwd = Path(pipeline.path).parent.as_posix()
             code = kernel_code(payload, "" if cwd == "." else cwd)
@@ -261,8 +265,12 @@ class KernelEngine(LoggingConfigurable):
             events.put_nowait(None)
             await recorder
             if handle is not None:
-                # Graceful shutdowns sometimes stall seconds: keep them off the run's path.
-                self._spawn(self.kernels.discard(handle))
+                clean = not (active.failure or active.cancel_requested or active.timeout_status)
+                if self.kernels.reuse and clean:
+                    self._spawn(self.kernels.recycle(handle, pipeline.uuid))
+                else:
+                    # Graceful shutdowns sometimes stall seconds: keep them off the run's path.
+                    self._spawn(self.kernels.discard(handle))
 
         await self._finish(plan, pipeline, blocks, states, active)
 

@@ -6,6 +6,12 @@ gets a ready kernel at once; a background task refills the pool after each take.
 gets a kernel no other run has used (kernels are never returned to the pool). Size 0 starts a
 cold kernel per run.
 
+Opt-in reuse (``MageApp.kernel_reuse``): after a run that ended cleanly, its kernel is reset
+(user namespace cleared, back to the root dir) and kept for the next run of the *same pipeline*.
+Imports stay loaded, which is the point (a pipeline importing pandas skips that on every run),
+and also the price: module-level state, monkeypatches, threads, open files and environment
+changes made by one run are seen by the next.
+
 Pool kernels start in the server's root dir; the engine moves each run into its notebook's folder.
 They are ordinary Jupyter kernels, so they appear in JupyterLab's list of running kernels (with no
 notebook attached) and work through a Kernel Gateway.
@@ -15,10 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from jupyter_core.utils import ensure_async
+
+# Run in a reused kernel between two runs: forget the run's names, go back to the root dir,
+# drop the per-block loggers the run created.
+_RESET_CODE = """\
+import logging as _logging, os as _os, sys as _sys
+_home = getattr(_sys.modules.get('_jupyter_mage_runtime'), '__home__', None)
+if _home:
+    _os.chdir(_home)
+for _name in [n for n in _logging.Logger.manager.loggerDict if n.startswith('jupyter_mage.run.')]:
+    del _logging.Logger.manager.loggerDict[_name]
+get_ipython().reset(new_session=False)
+"""
 
 
 @dataclass
@@ -27,6 +46,7 @@ class KernelHandle:
 
     kernel_id: str
     client: Any
+    kernel_name: str = ""
 
 
 class KernelPool:
@@ -43,6 +63,8 @@ class KernelPool:
     warmup_code
         Code a pool kernel runs once while it waits (loading the run-time), so a run's own
         request does not pay for it.
+    reuse
+        Keep a cleanly finished run's kernel, reset, for the next run of the same pipeline.
     """
 
     def __init__(
@@ -52,8 +74,12 @@ class KernelPool:
         startup_timeout: float,
         log: logging.Logger,
         warmup_code: str = "",
+        reuse: bool = False,
     ) -> None:
         self.kernel_manager = kernel_manager
+        self.reuse = reuse
+        # pipeline uuid -> a reset kernel that last ran it (oldest first, for eviction)
+        self._reusable: OrderedDict[str, KernelHandle] = OrderedDict()
         self.warmup_code = warmup_code
         self.size = size
         self.startup_timeout = startup_timeout
@@ -66,8 +92,15 @@ class KernelPool:
         """Kernels waiting in the pool for this spec."""
         return len(self._ready.get(kernel_name, []))
 
-    async def acquire(self, kernel_name: str) -> KernelHandle:
-        """A ready kernel of that spec, from the pool if one waits there, else a cold one."""
+    async def acquire(self, kernel_name: str, reuse_key: str | None = None) -> KernelHandle:
+        """A ready kernel of that spec: a reused one (opt-in), a warm one, else a cold one."""
+        if reuse_key is not None:
+            handle = self._reusable.pop(reuse_key, None)
+            same_spec = handle is not None and handle.kernel_name == kernel_name
+            if same_spec and await self._usable(handle):  # type: ignore[arg-type]
+                return handle  # type: ignore[return-value]
+            if handle is not None:
+                await self.discard(handle)
         ready = self._ready.setdefault(kernel_name, [])
         while ready:
             handle = ready.pop(0)
@@ -98,7 +131,32 @@ class KernelPool:
         except BaseException:
             await self.shutdown(kernel_id)
             raise
-        return KernelHandle(kernel_id, client)
+        return KernelHandle(kernel_id, client, kernel_name)
+
+    async def recycle(self, handle: KernelHandle, reuse_key: str) -> None:
+        """Reset a kernel after a clean run and keep it for the pipeline's next run."""
+        try:
+            reply = await handle.client.execute_interactive(
+                _RESET_CODE,
+                store_history=False,
+                allow_stdin=False,
+                output_hook=lambda msg: None,
+                timeout=self.startup_timeout,
+            )
+            usable = reply["content"]["status"] == "ok" and not self._stopped
+        except Exception as exc:
+            self.log.debug("kernel %s reset failed: %s", handle.kernel_id, exc)
+            usable = False
+        if not usable:
+            await self.discard(handle)
+            return
+        previous = self._reusable.pop(reuse_key, None)
+        self._reusable[reuse_key] = handle
+        if previous is not None:
+            await self.discard(previous)
+        while len(self._reusable) > max(1, self.size):
+            _, oldest = self._reusable.popitem(last=False)
+            await self.discard(oldest)
 
     async def discard(self, handle: KernelHandle) -> None:
         """Close a kernel's channels and shut it down."""
@@ -121,7 +179,9 @@ class KernelPool:
             task.cancel()
         await asyncio.gather(*self._filling.values(), return_exceptions=True)
         idle = [h for handles in self._ready.values() for h in handles]
+        idle += self._reusable.values()
         self._ready.clear()
+        self._reusable.clear()
         await asyncio.gather(*(self.discard(h) for h in idle), return_exceptions=True)
 
     async def _fill(self, kernel_name: str) -> None:

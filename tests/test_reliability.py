@@ -207,3 +207,45 @@ async def test_restart_fails_running_runs_and_starts_queued_ones(
     assert {b["status"] for b in failed["block_runs"]} == {"cancelled"}
     resumed = await mage.wait(seeded_db["was_queued"])
     assert resumed["status"] == "completed"
+
+
+class TestKernelReuse:
+    """Opt-in: a reset kernel serves the same pipeline's next run."""
+
+    @pytest.fixture
+    def jp_server_config(self, jp_server_config: dict[str, Any]) -> dict[str, Any]:
+        jp_server_config["MageApp"]["kernel_reuse"] = True
+        return jp_server_config
+
+    async def test_same_pipeline_reuses_a_reset_kernel(
+        self, jp_serverapp: Any, jp_root_dir: Path, mage: MageClient
+    ) -> None:
+        probe = (
+            "import json, os\n@data_loader\ndef probe():\n"
+            "    ns = get_ipython().user_ns\n"
+            "    seen = {'marker': ns.get('marker'), 'module_state': hasattr(json, 'mage_mark'),\n"
+            "            'cwd': os.path.basename(os.getcwd())}\n"
+            "    ns['marker'] = 1\n    json.mage_mark = 1\n    print('SEEN', seen)\n"
+        )
+        write_pipeline(jp_root_dir, "sub/reused", [block_cell(probe, "data_loader")])
+        write_pipeline(jp_root_dir, "other", SLEEPY)
+        trigger = await mage.create_trigger("sub/reused")
+        other = await mage.create_trigger("other")
+        first = await mage.wait((await mage.run_now(trigger["id"]))["id"])
+        app = mage_app(jp_serverapp)
+        for _ in range(200):  # the reset happens in the background
+            if app.engine.kernels._reusable:
+                break
+            await asyncio.sleep(0.05)
+        unrelated = await mage.wait((await mage.run_now(other["id"]))["id"])
+        second = await mage.wait((await mage.run_now(trigger["id"]))["id"])
+        assert first["metrics"]["kernel_id"] == second["metrics"]["kernel_id"]
+        assert unrelated["metrics"]["kernel_id"] != first["metrics"]["kernel_id"]
+        assert "'marker': None, 'module_state': False, 'cwd': 'sub'" in await mage.block_logs(
+            first, "probe"
+        )
+        # The namespace was reset and the run is back in its folder; module state is the
+        # documented price of reuse.
+        assert "'marker': None, 'module_state': True, 'cwd': 'sub'" in await mage.block_logs(
+            second, "probe"
+        )
