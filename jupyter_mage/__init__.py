@@ -3,23 +3,28 @@
 A pipeline is a notebook; its tagged code cells are blocks. Block code is written as in Mage:
 
     from jupyter_mage import data_loader, transformer, data_exporter, test
+
+In a notebook, a block cell run by hand runs its block at once (see :mod:`jupyter_mage.handrun`);
+``%load_ext jupyter_mage`` also defines the decorators, for Mage's guarded imports.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .runtime import (
+from .handrun import (
     callback,
     condition,
     custom,
     data_exporter,
     data_loader,
+    load_ipython_extension,
     on_failure,
     on_success,
     sensor,
     test,
     transformer,
+    unload_ipython_extension,
 )
 
 __version__ = "0.1.0"
@@ -29,11 +34,13 @@ __all__ = [
     "custom",
     "data_exporter",
     "data_loader",
+    "load_ipython_extension",
     "on_failure",
     "on_success",
     "sensor",
     "test",
     "transformer",
+    "unload_ipython_extension",
 ]
 
 

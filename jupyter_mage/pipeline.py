@@ -319,6 +319,27 @@ def _decorated_function_name(source: str, decorators: tuple[str, ...]) -> str | 
     return None
 
 
+def decorated_function_names(source: str) -> list[str]:
+    """Names of the functions decorated with a block, test or add-on decorator, in order."""
+    known = {*RUNNABLE_TYPES, "test", *(d for ds in _ADDON_DECORATORS.values() for d in ds)}
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for deco in node.decorator_list:
+                target = deco.func if isinstance(deco, ast.Call) else deco
+                name = (
+                    target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                )
+                if name in known:
+                    names.append(node.name)
+                    break
+    return names
+
+
 def _error(block: str, message: str, kind: str = "invalid") -> dict[str, str]:
     return {"block_uuid": block, "type": kind, "message": message}
 

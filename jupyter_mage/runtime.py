@@ -184,6 +184,10 @@ def summarize(value: Any, index: int = 0) -> dict[str, Any]:
 class BlockFailure(Exception):
     """A block failed for a reason reported without the runtime's traceback."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython (hand runs) shows the message alone, not the runtime's frames.
+        return [f"{type(self).__name__}: {self}"]
+
 
 class ArityError(BlockFailure, TypeError):
     """The main function takes more or fewer positional arguments than the block has inputs."""
@@ -317,10 +321,10 @@ def run_tests(
             print(f"FAIL: {name} (block: {uuid}){detail}", file=sys.stderr)
     print(f"{len(tests) - len(failures)}/{len(tests)} tests passed.")
     if failures:
-        name, exc = failures[0]
-        detail = f": {exc}" if str(exc) else ""
+        first, cause = failures[0]
+        detail = f": {cause}" if str(cause) else ""
         more = f"; {len(failures) - 1} more test(s) failed" if len(failures) > 1 else ""
-        raise TestFailure(f"{name} failed{detail} (block: {uuid}){more}") from exc
+        raise TestFailure(f"{first} failed{detail} (block: {uuid}){more}") from cause
 
 
 def poll_sensor(

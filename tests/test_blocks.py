@@ -7,7 +7,9 @@ callbacks, ``context`` and ``logger``. Every run here is a real run in a real ke
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -480,3 +482,53 @@ def test_addons_attach_to_parents_and_are_validated() -> None:
     assert "callback block 'cb' watches unknown block 'nope'" in messages
     assert "tag sensor_timeout:soon must be a positive number of seconds" in messages
     assert "metadata.mage.sensor_interval must be a positive number" in messages
+
+
+# -- the example notebooks --------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "notebooks"
+EXAMPLE_PIPELINES = ("etl_demo", "revenue_by_segment", "mage_style")
+
+
+def copy_examples(root: Path) -> None:
+    """The example pipelines and their data, laid out as in the repository."""
+    for folder in ("pipelines", "data"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for name in EXAMPLE_PIPELINES:
+        shutil.copy(EXAMPLES / "pipelines" / f"{name}.ipynb", root / "pipelines")
+    for data in (EXAMPLES / "data").glob("*.csv"):
+        shutil.copy(data, root / "data")
+
+
+async def test_examples_run_green_through_the_api(jp_root_dir: Path, mage: MageClient) -> None:
+    copy_examples(jp_root_dir)
+    for name in EXAMPLE_PIPELINES:
+        trigger = await mage.create_trigger(f"pipelines/{name}", schedule_type="api")
+        answer = await mage.call(
+            "POST",
+            "api",
+            "pipeline_schedules",
+            str(trigger["id"]),
+            "pipeline_runs",
+            trigger["token"],
+            body={"pipeline_run": {"variables": {"env": "staging"}}},
+        )
+        run = await mage.wait(answer["pipeline_run"]["id"])
+        assert run["status"] == "completed", (name, run)
+        assert set(_statuses(run).values()) == {"completed"}, (name, _statuses(run))
+
+    output = jp_root_dir / "pipelines/output/staging"
+    revenue = json.loads(next(output.glob("revenue_by_segment_*.json")).read_text())
+    assert [row["segment"] for row in revenue] == ["enterprise", "smb", "startup"]
+    assert len(json.loads((output / "daily_totals.json").read_text())) == 27
+
+    # The conditional: export_enabled=false skips the exporter, the run still completes.
+    skip = {"pipeline_run": {"variables": {"export_enabled": False}}}
+    run = await _run(mage, "pipelines/revenue_by_segment", skip)
+    assert run["status"] == "completed"
+    assert _statuses(run) == {
+        "load_orders": "completed", "load_customers": "completed",
+        "revenue_by_segment": "completed", "export_segments": "condition_failed",
+    }  # fmt: skip
+    run = await _run(mage, "pipelines/mage_style")
+    assert "daily_totals: 27 days" in await mage.block_logs(run, "daily_totals")  # the callback
