@@ -52,6 +52,15 @@ _ERROR_TYPES = {
 }
 
 
+def _skip_threshold(settings: dict[str, Any]) -> int | None:
+    """Active runs of a trigger at which a new run is skipped (None: never skipped)."""
+    if settings.get("skip_if_previous_running"):
+        return 1
+    if settings.get("pipeline_run_limit") and settings.get("pipeline_run_limit_action") == "skip":
+        return int(settings["pipeline_run_limit"])
+    return None
+
+
 def _error_body(status: int, error_type: str, message: str) -> dict[str, Any]:
     return {"message": message, "error": {"code": status, "type": error_type, "message": message}}
 
@@ -121,44 +130,39 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         variables, execution_date, events = run_request(self.read_json())
         await self.find_pipeline(trigger["pipeline_uuid"])
         settings = trigger["settings"]
-        skip_at = None
-        if settings.get("skip_if_previous_running"):
-            skip_at = 1
-        elif (
-            settings.get("pipeline_run_limit")
-            and settings.get("pipeline_run_limit_action") == "skip"
-        ):
-            skip_at = settings["pipeline_run_limit"]
-        async with self.mage.board.listen() as events_seen:
-            run, outcome = await self.mage.store.create_run(
-                {
-                    "pipeline_schedule_id": trigger["id"],
-                    "pipeline_uuid": trigger["pipeline_uuid"],
-                    "execution_date": execution_date or utcnow(),
-                    "variables": variables,
-                    "event_variables": events,
-                    "trigger_name": trigger["name"],
-                    "trigger_variables": trigger["variables"],
-                    "trigger_settings": settings,
-                    "idempotency_key": key,
-                },
-                skip_if_active=skip_at,
-            )
-            if outcome == "skipped":
-                error = ApiError(
-                    409, "run_skipped", "the trigger's earlier runs are still active; run skipped"
-                )
-                self.set_status(409)
-                self.write_json({**_error_body(409, error.error_type, error.message),
-                                 "pipeline_run": run})  # fmt: skip
-                return
-            if outcome == "created":
-                self.mage.dispatcher.wake()
-            if wait:
-                try:
-                    await asyncio.wait_for(_until_finished(events_seen, run["id"], run), wait)
-                except asyncio.TimeoutError:
-                    pass
+        run, outcome = await self.mage.store.create_run(
+            {
+                "pipeline_schedule_id": trigger["id"],
+                "pipeline_uuid": trigger["pipeline_uuid"],
+                "execution_date": execution_date or utcnow(),
+                "variables": variables,
+                "event_variables": events,
+                "trigger_name": trigger["name"],
+                "trigger_variables": trigger["variables"],
+                "trigger_settings": settings,
+                "idempotency_key": key,
+            },
+            skip_if_active=_skip_threshold(settings),
+        )
+        if outcome == "skipped":
+            message = "the trigger's earlier runs are still active; run skipped"
+            self.set_status(409)
+            self.write_json({**_error_body(409, "run_skipped", message), "pipeline_run": run})
+            return
+        # Watch before anything else can run on the loop, so the final event cannot be missed.
+        finished = self.mage.board.watch(run["id"]) if wait else None
+        if outcome == "created":
+            self.mage.dispatcher.wake()
+        if finished is not None:
+            try:
+                if outcome == "existing":  # it may have ended before we started watching
+                    run = await self.mage.store.get_run(run["id"]) or run
+                if run["status"] not in RUN_FINISHED:
+                    await asyncio.wait_for(asyncio.shield(finished), wait)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self.mage.board.unwatch(run["id"], finished)
         if wait is not None:
             run = await self.mage.store.get_run(run["id"], with_blocks=True) or run
         self.write_json({"pipeline_run": run})
@@ -473,31 +477,21 @@ class RunHandler(MageHandler):
     async def _cancel(self, run: dict[str, Any]) -> None:
         if run["status"] in RUN_FINISHED:
             raise ApiError(409, "run_finished", f"run {run['id']} is already {run['status']}")
-        async with self.mage.board.listen() as events:
+        finished = self.mage.board.watch(run["id"])
+        try:
             if await self.mage.engine.cancel(run["id"]):
                 # Answer with the final state: wait (bounded) for the engine to record it.
-                deadline = self.mage.engine.cancel_grace + 5
                 try:
-                    await asyncio.wait_for(_until_finished(events, run["id"]), deadline)
+                    await asyncio.wait_for(
+                        asyncio.shield(finished), self.mage.engine.cancel_grace + 5
+                    )
                 except asyncio.TimeoutError:
                     pass
                 return
+        finally:
+            self.mage.board.unwatch(run["id"], finished)
         # Queued, or running on no engine of this server: cancel the row directly.
         await self.mage.board.run(run["id"], "cancelled")
-
-
-async def _until_finished(
-    events: asyncio.Queue[dict[str, Any]], run_id: int, known: dict[str, Any] | None = None
-) -> None:
-    """Return once the run reaches a final status (at once if ``known`` already has one)."""
-    if known is not None and known["status"] in RUN_FINISHED:
-        return
-    while True:
-        event = await events.get()
-        if (event["kind"], event["id"]) == ("pipeline_run", run_id) and (
-            event["status"] in RUN_FINISHED
-        ):
-            return
 
 
 class RunBlockRunsHandler(MageHandler):

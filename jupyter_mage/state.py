@@ -1,15 +1,13 @@
 """Run and block-run statuses: the one place where they change.
 
 Every transition goes through :class:`StatusBoard`: it checks the move is allowed (atomically, in
-the database), stamps ``started_at``/``completed_at``, writes the row and tells listeners.
-Listeners (``?wait``, the UI, callbacks) react to these events instead of polling the database.
+the database), stamps ``started_at``/``completed_at``, writes the row and tells whoever
+watches that run (``?wait``, cancel) instead of making them poll the database.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from .storage import BLOCK_FINISHED, RUN_FINISHED, Store, utcnow
@@ -39,7 +37,7 @@ BLOCK_TRANSITIONS: dict[str, tuple[str, ...]] = {
 
 
 class StatusBoard:
-    """Applies status transitions and publishes them.
+    """Applies status transitions; resolves the watchers of runs that end.
 
     Parameters
     ----------
@@ -49,14 +47,11 @@ class StatusBoard:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._finish_waiters: dict[int, set[asyncio.Future[str]]] = {}
 
     async def claim_runs(self, limit: int) -> list[int]:
-        """Claim up to ``limit`` queued runs (``initial`` → ``running``) and announce them."""
-        ids = await self.store.claim_runs(limit)
-        for run_id in ids:
-            self._publish({"kind": "pipeline_run", "id": run_id, "status": "running"})
-        return ids
+        """Claim up to ``limit`` queued runs (``initial`` → ``running``, atomically)."""
+        return await self.store.claim_runs(limit)
 
     async def run(self, run_id: int, status: str, **values: Any) -> dict[str, Any] | None:
         """Move a run to ``status``; None if the move is not allowed from where it is."""
@@ -69,7 +64,7 @@ class StatusBoard:
             values.update(started_at=None, completed_at=None)
         row = await self.store.transition_run(run_id, RUN_TRANSITIONS[status], values)
         if row is not None:
-            self._publish({"kind": "pipeline_run", "id": run_id, "status": status, "run": row})
+            self._announce(run_id, status)
         return row
 
     async def block(
@@ -84,30 +79,26 @@ class StatusBoard:
             values.setdefault("completed_at", utcnow())
         elif status == "initial":
             values.update(started_at=None, completed_at=None, metrics=None, outputs=None, logs="")
-        row = await self.store.transition_block_run(
+        return await self.store.transition_block_run(
             block_run_id, BLOCK_TRANSITIONS[status], values, logs
         )
-        if row is not None:
-            self._publish(
-                {
-                    "kind": "block_run",
-                    "id": block_run_id,
-                    "pipeline_run_id": row["pipeline_run_id"],
-                    "status": status,
-                }
-            )
-        return row
 
-    @asynccontextmanager
-    async def listen(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
-        """A queue receiving every event published while the context is open."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._listeners.add(queue)
-        try:
-            yield queue
-        finally:
-            self._listeners.discard(queue)
+    def watch(self, run_id: int) -> asyncio.Future[str]:
+        """A future resolved with the run's final status when it ends; pair with :meth:`unwatch`."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._finish_waiters.setdefault(run_id, set()).add(future)
+        return future
 
-    def _publish(self, event: dict[str, Any]) -> None:
-        for queue in self._listeners:
-            queue.put_nowait(event)
+    def unwatch(self, run_id: int, future: asyncio.Future[str]) -> None:
+        """Forget a future from :meth:`watch` (resolved or not)."""
+        waiters = self._finish_waiters.get(run_id)
+        if waiters is not None:
+            waiters.discard(future)
+            if not waiters:
+                del self._finish_waiters[run_id]
+
+    def _announce(self, run_id: int, status: str) -> None:
+        if status in RUN_FINISHED:
+            for future in self._finish_waiters.get(run_id, ()):
+                if not future.done():
+                    future.set_result(status)
