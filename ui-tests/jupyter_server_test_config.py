@@ -4,6 +4,7 @@ Galata's helper turns off the token and XSRF checks and serves from a fresh temp
 dir; each server start also gets a fresh jupyter-mage database.
 """
 
+import os
 import tempfile
 
 from jupyterlab.galata import configure_jupyter_server
@@ -14,3 +15,8 @@ configure_jupyter_server(c)  # noqa: F821
 c.ServerApp.allow_root = True  # noqa: F821
 # A fresh database for every server start, so the tests see only their own triggers and runs.
 c.MageApp.db_url = f"sqlite:///{tempfile.mkdtemp(prefix='jupyter-mage-ui-')}/mage.sqlite"  # noqa: F821
+
+# One UI test checks how the frontend explains a missing server extension: that server runs
+# with jupyter_mage turned off.
+if os.environ.get("MAGE_UI_TESTS_NO_SERVER_EXTENSION") == "1":
+    c.ServerApp.jpserver_extensions = {"jupyter_mage": False}  # noqa: F821

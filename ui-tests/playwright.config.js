@@ -36,13 +36,18 @@ module.exports = {
   projects: [
     {
       name: 'root-url',
-      testIgnore: /base_url\.spec\.ts/,
+      testIgnore: /(base_url|no_server_extension)\.spec\.ts/,
       use: { baseURL: 'http://localhost:8888' }
     },
     {
       name: 'base-url',
       testMatch: /base_url\.spec\.ts/,
       use: { baseURL: 'http://localhost:8889/jm' }
+    },
+    {
+      name: 'no-server-extension',
+      testMatch: /no_server_extension\.spec\.ts/,
+      use: { baseURL: 'http://localhost:8890' }
     }
   ],
   webServer: [
@@ -58,6 +63,13 @@ module.exports = {
       command:
         'jupyter lab --config jupyter_server_test_config.py --ServerApp.base_url=/jm/ --port 8889 > server-base-url.log 2>&1',
       url: 'http://localhost:8889/jm/lab',
+      timeout: 120 * 1000,
+      reuseExistingServer: !process.env.CI
+    },
+    {
+      command:
+        'MAGE_UI_TESTS_NO_SERVER_EXTENSION=1 jupyter lab --config jupyter_server_test_config.py --port 8890 > server-no-server-extension.log 2>&1',
+      url: 'http://localhost:8890/lab',
       timeout: 120 * 1000,
       reuseExistingServer: !process.env.CI
     }

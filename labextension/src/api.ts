@@ -211,7 +211,7 @@ export class MageAPI {
     const data = await this._send<{ pipeline_schedule: ITrigger }>(
       'PUT',
       `api/pipeline_schedules/${id}`,
-      { pipeline_schedule: {}, rotate_token: true }
+      { pipeline_schedule: { rotate_token: true } }
     );
     return data.pipeline_schedule;
   }
