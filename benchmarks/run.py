@@ -1,0 +1,1263 @@
+"""Trigger-to-completed latency, load and memory of jupyter-mage, side by side in one run.
+
+One command, one table (``python3 benchmarks/run.py [--quick]``). On the same 3-block pipeline
+(a loader building 1,000 dicts, a transformer summing a field, an exporter; ``env`` and ``schema``
+passed as runtime variables) it measures:
+
+(a) jupyter-mage: ``POST .../pipeline_runs/{token}?wait`` to the completed run, warm kernel pool;
+(b) the same on a server with ``kernel_pool_size=0`` (a cold kernel per run);
+(c) papermill ``execute_notebook`` in this process, on the equivalent plain notebook;
+(d) the floor: kwargs injection (JSON decoded in the kernel) plus the three blocks as ONE execute
+    request on an already running kernel (``jupyter_client.AsyncKernelManager``);
+(e) accepted POSTs per second and POST latency with 32 concurrent clients over a fixed number of
+    requests, then the time until every accepted run completed, and the runs lost;
+(f) the server's RSS after 1,000 runs against before.
+
+Latency rows are sampled in interleaved rounds (d, a, b, c, d, a, ...), so a noisy neighbour
+slows every row alike, and each sample starts from a quiet state: the servers and kernels this
+script started have stopped using CPU (the pool has refilled, finished kernels are gone).
+Everything runs in real processes: a ``jupyter server`` subprocess per configuration that imports
+``jupyter_mage`` from this checkout, real kernels, real SQLite files in a temporary directory.
+Every process started here is stopped on exit, failures included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE_UUID = "bench"
+VARIABLES = {"env": "staging", "schema": "public"}
+RUN_BODY = json.dumps({"pipeline_run": {"variables": VARIABLES}})
+FINAL = ("completed", "failed", "cancelled")
+WAIT_SECONDS = 120
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# -- the pipeline -----------------------------------------------------------------------------
+# Block cells exactly as a Mage user writes them (the guarded import line included); the floor
+# and papermill run the same function bodies.
+
+LOADER = '''\
+if 'data_loader' not in globals():
+    from mage_ai.data_preparation.decorators import data_loader
+
+
+@data_loader
+def load_rows(*args, **kwargs):
+    """1,000 rows for this environment and schema."""
+    return [
+        {"id": i, "amount": i % 97, "env": kwargs["env"], "schema": kwargs["schema"]}
+        for i in range(1000)
+    ]
+'''
+
+TRANSFORMER = '''\
+if 'transformer' not in globals():
+    from mage_ai.data_preparation.decorators import transformer
+
+
+@transformer
+def total_amount(rows, *args, **kwargs):
+    """Sum one field."""
+    return {"rows": len(rows), "total": sum(row["amount"] for row in rows)}
+'''
+
+EXPORTER = '''\
+if 'data_exporter' not in globals():
+    from mage_ai.data_preparation.decorators import data_exporter
+
+
+@data_exporter
+def export_total(summary, *args, **kwargs):
+    """Report where the total would go."""
+    target = f"{kwargs['env']}.{kwargs['schema']}.totals"
+    print(f"exported {summary['rows']} rows, total {summary['total']}, to {target}")
+    return {"target": target, **summary}
+'''
+
+EXPECTED_LINE = "exported 1000 rows, total 46995, to staging.public.totals"
+
+
+def _strip_decorators(source: str) -> str:
+    """A block's source as plain Python: no guarded import, no decorator lines."""
+    lines = source.splitlines()
+    keep = [ln for ln in lines[2:] if not ln.startswith("@")]
+    return "\n".join(keep).strip() + "\n"
+
+
+def block_notebook() -> nbformat.NotebookNode:
+    """The pipeline as jupyter-mage reads it: three tagged code cells."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    for tag, source in (("data_loader", LOADER), ("transformer", TRANSFORMER),
+                        ("data_exporter", EXPORTER)):  # fmt: skip
+        nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": [tag]}))
+    return nb
+
+
+def papermill_notebook() -> nbformat.NotebookNode:
+    """The same work as a plain notebook with a papermill ``parameters`` cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            'env = "prod"\nschema = "public"', metadata={"tags": ["parameters"]}
+        ),
+        nbformat.v4.new_code_cell('kwargs = {"env": env, "schema": schema}'),
+        nbformat.v4.new_code_cell(_strip_decorators(LOADER) + "\nrows = load_rows(**kwargs)"),
+        nbformat.v4.new_code_cell(
+            _strip_decorators(TRANSFORMER) + "\nsummary = total_amount(rows, **kwargs)"
+        ),
+        nbformat.v4.new_code_cell(
+            _strip_decorators(EXPORTER) + "\nexport_total(summary, **kwargs)"
+        ),
+    ]
+    return nb
+
+
+def floor_code(variables: dict[str, Any]) -> str:
+    """The floor's single execute request: kwargs as JSON decoded in the kernel, three blocks."""
+    payload = json.dumps(variables)
+    return "\n".join(
+        [
+            f"import json as _j\nkwargs = _j.loads({payload!r})\ndel _j",
+            "def data_loader(f): return f",
+            "def transformer(f): return f",
+            "def data_exporter(f): return f",
+            LOADER,
+            TRANSFORMER,
+            EXPORTER,
+            "_out = export_total(total_amount(load_rows(**kwargs), **kwargs), **kwargs)",
+        ]
+    )
+
+
+# -- processes: CPU quiet detection, RSS, cleanup ----------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, utime+stime ticks, start time) of a process, or None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[19])
+
+
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = _proc_stat(int(name))
+            if stat is not None:
+                table[int(name)] = stat
+    return table
+
+
+def descendants(root: int, table: dict[int, tuple[int, int, int]] | None = None) -> list[int]:
+    """Every process below ``root``."""
+    table = table if table is not None else _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree_ticks(roots: Sequence[int]) -> int:
+    """CPU ticks used so far by ``roots`` and everything below them (live processes only)."""
+    table = _proc_table()
+    pids = set(roots)
+    for root in roots:
+        pids.update(descendants(root, table))
+    return sum(table[p][1] for p in pids if p in table)
+
+
+async def settle(roots: Sequence[int], timeout: float = 8.0, window: float = 0.1) -> bool:
+    """Wait until the processes under ``roots`` are idle (at most one tick used in a window).
+
+    After a run a server refills its pool or shuts a kernel down in the background; measuring
+    the next sample while that burns a core would measure the neighbour, not the run.
+    """
+    deadline = time.monotonic() + timeout
+    previous = tree_ticks(roots)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(window)
+        current = tree_ticks(roots)
+        if current - previous <= 1:
+            return True
+        previous = current
+    return False
+
+
+def rss_bytes(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process, in bytes."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def _kill_exact(pid: int, start_time: int, sig: int) -> None:
+    """Signal a process we recorded, unless its pid now belongs to another process."""
+    stat = _proc_stat(pid)
+    if stat is not None and stat[2] == start_time:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when this benchmark dies (Linux), even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env() -> dict[str, str]:
+    """Environment of every Jupyter process we start: ``jupyter_mage`` from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.pop("JUPYTER_TOKEN", None)
+    return env
+
+
+# -- a jupyter server with jupyter_mage ----------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A ``jupyter server`` subprocess with jupyter_mage enabled (and no other extension)."""
+
+    label: str
+    root: Path
+    workdir: Path
+    pool: int | None
+    max_concurrent_runs: int
+    extra_args: list[str] = field(default_factory=list)
+    port: int = 0
+    token: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    client: httpx.AsyncClient | None = None
+    log_path: Path = field(default_factory=Path)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def start(self) -> None:
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / "server.log"
+        extensions = {
+            "jupyter_mage": True,
+            "jupyterlab": False,
+            "jupyter_lsp": False,
+            "notebook_shim": False,
+            "jupyter_server_terminals": False,
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--no-browser",
+            "--allow-root",
+            f"--port={self.port}",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            f"--ServerApp.jpserver_extensions={extensions!r}",
+            f"--MageApp.db_url=sqlite:///{self.workdir / 'bench.sqlite'}",
+            f"--MageApp.max_concurrent_runs={self.max_concurrent_runs}",
+            "--ServerApp.log_level=WARN",
+        ]
+        if self.pool is not None:
+            argv.append(f"--MageApp.kernel_pool_size={self.pool}")
+        argv += self.extra_args
+        self.proc = self._spawn(argv)
+        self.client = httpx.AsyncClient(
+            base_url=self.url,
+            timeout=httpx.Timeout(30.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server {self.label} exited at start:\n{self.log_tail()}")
+            try:
+                r = await self.get("api/pipelines")
+                if r.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server {self.label} did not answer:\n{self.log_tail()}")
+            await asyncio.sleep(0.1)
+        uuids = [p["uuid"] for p in r.json()["pipelines"]]
+        if PIPELINE_UUID not in uuids:
+            raise RuntimeError(f"server {self.label} does not see the pipeline: {uuids}")
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        # From the main thread: PR_SET_PDEATHSIG follows the thread that forked the child.
+        env = server_env()
+        env["JUPYTER_RUNTIME_DIR"] = str(self.workdir / "runtime")
+        env["JUPYTER_DATA_DIR"] = str(self.workdir / "data")
+        with self.log_path.open("wb") as log:
+            return subprocess.Popen(
+                argv,
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # our Ctrl-C is handled by stop(), not by the server
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            )
+
+    def describe(self) -> list[str]:
+        """The MageApp settings this server was started with."""
+        pool = "default" if self.pool is None else str(self.pool)
+        return [
+            f"kernel_pool_size={pool}",
+            f"max_concurrent_runs={self.max_concurrent_runs}",
+            *(a.removeprefix("--MageApp.") for a in self.extra_args),
+        ]
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    async def get(self, path: str, **params: Any) -> httpx.Response:
+        assert self.client is not None
+        return await self.client.get(path, params=params or None, headers=self.headers())
+
+    async def json(self, path: str, **params: Any) -> Any:
+        r = await self.get(path, **params)
+        r.raise_for_status()
+        return r.json()
+
+    async def create_trigger(self, name: str) -> dict[str, Any]:
+        assert self.client is not None
+        r = await self.client.post(
+            f"api/pipelines/{PIPELINE_UUID}/pipeline_schedules",
+            headers=self.headers(),
+            content=json.dumps({"pipeline_schedule": {"name": name, "schedule_type": "api"}}),
+        )
+        if r.status_code != 200:
+            raise RuntimeError(f"creating a trigger: {r.status_code} {r.text[:500]}")
+        return dict(r.json()["pipeline_schedule"])
+
+    async def run_count(self, **filters: Any) -> int:
+        body = await self.json("api/pipeline_runs", _limit=1, **filters)
+        return int(body["metadata"]["count"])
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.aclose()
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        table = _proc_table()
+        below = [(pid, table[pid][2]) for pid in descendants(self.proc.pid, table)]
+        self.proc.send_signal(signal.SIGTERM)  # the server shuts its kernels down
+        try:
+            await asyncio.to_thread(self.proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait)
+        for pid, start in below:  # kernels a dying server could not stop
+            _kill_exact(pid, start, signal.SIGKILL)
+
+
+# -- measurements -------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One latency row of the table."""
+
+    key: str
+    what: str
+    samples: list[float] = field(default_factory=list)  # seconds
+    phases: list[dict[str, float]] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return percentile(self.samples, 50)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: the leanest client asyncio allows.
+
+    The load generator shares 2 cores with the server and its kernels: httpx spends about 25x
+    more CPU per request than this (measured here: ~5 ms against ~0.2 ms per POST under load),
+    which the server would lose. Only what the trigger routes answer is handled: a status line,
+    headers, then a ``Content-Length`` or chunked body.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        head = (
+            f"{method} /{path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            self.writer.write(head.encode() + body)
+            raw = await self.reader.readuntil(b"\r\n\r\n")
+            lines = raw.decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
+            headers = {}
+            for line in lines[1:]:
+                key, _, value = line.partition(":")
+                headers[key.strip().lower()] = value.strip().lower()
+            if headers.get("transfer-encoding") == "chunked":
+                data = b""
+                while size := int((await self.reader.readuntil(b"\r\n"))[:-2], 16):
+                    data += (await self.reader.readexactly(size + 2))[:-2]
+                await self.reader.readuntil(b"\r\n")
+            else:
+                data = await self.reader.readexactly(int(headers.get("content-length", "0")))
+            if headers.get("connection") == "close":
+                self.close()
+            return status, data
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+class Trigger:
+    """POSTs to one API trigger's token route, as an outside system would (no Jupyter login)."""
+
+    def __init__(self, server: Server, trigger: dict[str, Any]) -> None:
+        self.server = server
+        self.id = trigger["id"]
+        self.path = f"api/pipeline_schedules/{trigger['id']}/pipeline_runs/{trigger['token']}"
+        self.wait_mode: bool | None = None  # unknown until the first run
+        self.connection = Connection(server.port)
+
+    async def post(self, wait: bool, connection: Connection | None = None) -> tuple[int, bytes]:
+        path = self.path + (f"?wait={WAIT_SECONDS}" if wait else "")
+        return await (connection or self.connection).request("POST", path, RUN_BODY.encode())
+
+    async def run_to_end(self) -> tuple[float, dict[str, Any], float]:
+        """Trigger one run; return (seconds until its final status was seen, the run, the
+        wall-clock time the POST was sent)."""
+        sent = time.time()
+        t0 = time.perf_counter()
+        status, body = await self.post(wait=self.wait_mode is not False)
+        if status != 200:
+            raise RuntimeError(f"trigger answered {status}: {body[:500]!r}")
+        run = json.loads(body)["pipeline_run"]
+        if self.wait_mode is None:
+            self.wait_mode = run["status"] in FINAL
+        while run["status"] not in FINAL:  # no ?wait support: poll, 2 ms apart
+            await asyncio.sleep(0.002)
+            run = (await self.server.json(f"api/pipeline_runs/{run['id']}"))["pipeline_run"]
+        elapsed = time.perf_counter() - t0
+        check_run(run)
+        return elapsed, run, sent
+
+
+PHASES = (
+    ("accept", "POST sent -> run row created"),
+    ("queue", "created -> started (claimed)"),
+    ("kernel", "started -> first block started (plan, kernel, code sent)"),
+    ("blocks", "first block started -> last block completed"),
+    ("finish", "last block completed -> run completed"),
+    ("answer", "run completed -> answer received"),
+)
+
+
+def phases(run: dict[str, Any], sent: float, elapsed: float) -> dict[str, float]:
+    """Where one run's time went, from its own timestamps (same host clock as ``sent``)."""
+
+    def ts(value: str) -> float:
+        return dt.datetime.fromisoformat(value).timestamp()
+
+    blocks = run.get("block_runs") or []
+    points = [
+        sent,
+        ts(run["created_at"]),
+        ts(run["started_at"]),
+        min((ts(b["started_at"]) for b in blocks), default=math.nan),
+        max((ts(b["completed_at"]) for b in blocks), default=math.nan),
+        ts(run["completed_at"]),
+        sent + elapsed,
+    ]
+    return {name: points[i + 1] - points[i] for i, (name, _) in enumerate(PHASES)}
+
+
+def check_run(run: dict[str, Any]) -> None:
+    """A benchmark sample only counts if the pipeline really ran, all three blocks."""
+    blocks = run.get("block_runs")
+    statuses = [b["status"] for b in blocks] if blocks is not None else None
+    if run["status"] != "completed" or (statuses is not None and statuses != ["completed"] * 3):
+        raise RuntimeError(f"run {run['id']} ended {run['status']}, blocks {statuses}: {run}")
+
+
+class Floor:
+    """(d): one already running kernel, one execute request per sample."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.km: Any = None
+        self.kc: Any = None
+        self.code = floor_code(VARIABLES)
+
+    async def start(self) -> None:
+        from jupyter_client.manager import AsyncKernelManager
+
+        self.km = AsyncKernelManager(kernel_name="python3")
+        # The kernel's stderr (a TCP transport warning) would clutter the report.
+        await self.km.start_kernel(
+            cwd=str(self.cwd),
+            env=server_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        await self.kc.wait_for_ready(timeout=60)
+
+    @property
+    def pid(self) -> int | None:
+        provisioner = getattr(self.km, "provisioner", None)
+        process = getattr(provisioner, "process", None)
+        return getattr(process, "pid", None)
+
+    async def sample(self) -> float:
+        outputs: list[str] = []
+
+        def hook(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] == "stream":
+                outputs.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                outputs.append("\n".join(msg["content"]["traceback"]))
+
+        t0 = time.perf_counter()
+        reply = await self.kc.execute_interactive(
+            self.code, store_history=False, allow_stdin=False, output_hook=hook, timeout=60
+        )
+        elapsed = time.perf_counter() - t0
+        if reply["content"]["status"] != "ok" or EXPECTED_LINE not in "".join(outputs):
+            raise RuntimeError(f"floor execute failed: {reply['content']} {outputs}")
+        return elapsed
+
+    async def stop(self) -> None:
+        if self.kc is not None:
+            with contextlib.suppress(Exception):
+                self.kc.stop_channels()
+        if self.km is not None:
+            with contextlib.suppress(Exception):
+                await self.km.shutdown_kernel(now=True)
+
+
+@contextlib.contextmanager
+def kernel_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null, so kernels started meanwhile inherit that.
+
+    Papermill starts its kernel with this process's stderr; the kernel's TCP transport warning
+    would otherwise be printed once per sample. Nothing else writes to stderr meanwhile.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class Papermill:
+    """(c): ``papermill.execute_notebook`` in this process (in a worker thread, loop idle)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.input = workdir / "bench_papermill.ipynb"
+        nbformat.write(papermill_notebook(), self.input)
+        self.count = 0
+        logging.getLogger("papermill").setLevel(logging.WARNING)
+
+    def _execute(self) -> float:
+        import papermill
+
+        self.count += 1
+        output = self.workdir / f"out_{self.count}.ipynb"
+        t0 = time.perf_counter()
+        with kernel_stderr_silenced():
+            nb = papermill.execute_notebook(
+                str(self.input),
+                str(output),
+                parameters=dict(VARIABLES),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=False,
+                cwd=str(self.workdir),
+            )
+        elapsed = time.perf_counter() - t0
+        text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+        if EXPECTED_LINE not in text:
+            raise RuntimeError(f"papermill run did not produce the expected output: {text!r}")
+        return elapsed
+
+    async def sample(self) -> float:
+        return await asyncio.to_thread(self._execute)
+
+
+# -- load (e) and memory (f) --------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """The outcome of N POSTs from C concurrent clients, and of waiting for their runs."""
+
+    requests: int
+    clients: int
+    accepted: list[int] = field(default_factory=list)
+    refused: dict[int, int] = field(default_factory=dict)  # status code -> count
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    post_wall: float = math.nan
+    client_cpu: float = math.nan
+    completed_after: float = math.nan
+    completed: int = 0
+    failed: int = 0
+    lost: int = 0
+
+    @property
+    def rate(self) -> float:
+        return len(self.accepted) / self.post_wall if self.post_wall else math.nan
+
+
+async def post_load(trigger: Trigger, requests: int, clients: int) -> Load:
+    """``requests`` POSTs (no wait) from ``clients`` concurrent clients; latency per POST."""
+    load = Load(requests, clients)
+    remaining = iter(range(requests))
+
+    async def client() -> None:
+        connection = Connection(trigger.server.port)
+        for _ in remaining:
+            t0 = time.perf_counter()
+            try:
+                status, body = await trigger.post(wait=False, connection=connection)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                load.errors += 1
+                continue
+            load.latencies.append(time.perf_counter() - t0)
+            if status == 200:
+                load.accepted.append(int(json.loads(body)["pipeline_run"]["id"]))
+            else:
+                load.refused[status] = load.refused.get(status, 0) + 1
+        connection.close()
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    load.post_wall = time.perf_counter() - t0
+    load.client_cpu = time.process_time() - cpu0
+    return load
+
+
+async def wait_for_runs(
+    server: Server, trigger_id: int, ids: Sequence[int], t0: float, stall: float
+) -> tuple[float, int, int, int]:
+    """Wait until every run of ``ids`` is final, or no run finished for ``stall`` seconds.
+
+    Returns (seconds from ``t0`` until the last one was final, completed, failed, lost), where
+    lost counts accepted runs that are missing from the runs list or never reached a final status.
+    """
+    wanted = set(ids)
+    last_progress, done = time.perf_counter(), -1
+    while True:
+        finished = 0
+        try:
+            for status in FINAL:
+                finished += await server.run_count(pipeline_schedule_id=trigger_id, status=status)
+        except httpx.TimeoutException:
+            say("a runs list took over 30 s to answer")  # counts as no progress
+            finished = done
+        now = time.perf_counter()
+        if finished >= len(wanted):
+            break
+        if finished != done:
+            done, last_progress = finished, now
+        elif now - last_progress > stall:
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - t0
+    status_of: dict[int, str] = {}
+    offset = 0
+    while True:
+        body = await server.json(
+            "api/pipeline_runs", pipeline_schedule_id=trigger_id, _limit=1000, _offset=offset
+        )
+        for run in body["pipeline_runs"]:
+            status_of[int(run["id"])] = run["status"]
+        offset += len(body["pipeline_runs"])
+        if not body["metadata"]["next"] or not body["pipeline_runs"]:
+            break
+    completed = sum(1 for i in wanted if status_of.get(i) == "completed")
+    failed = sum(1 for i in wanted if status_of.get(i) in ("failed", "cancelled"))
+    lost = len(wanted) - completed - failed
+    return elapsed, completed, failed, lost
+
+
+async def load_and_wait(
+    server: Server, trigger: Trigger, requests: int, clients: int, stall: float
+) -> Load:
+    t0 = time.perf_counter()
+    load = await post_load(trigger, requests, clients)
+    load.completed_after, load.completed, load.failed, load.lost = await wait_for_runs(
+        server, trigger.id, load.accepted, t0, stall
+    )
+    return load
+
+
+# -- the whole benchmark ------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    quick: bool
+    samples: int
+    warmup: int
+    pool: int
+    max_concurrent_runs: int
+    clients: int
+    requests: int
+    mem_runs: int
+    mem_minutes: float
+    reuse_load: bool
+    out: Path | None
+    keep: bool
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        description="jupyter-mage trigger latency, load and memory against papermill and the "
+        "warm-kernel floor, side by side in one run."
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few minutes")
+    parser.add_argument("--samples", type=int, help="samples per latency row (default 20; 5 quick)")
+    parser.add_argument("--warmup", type=int, help="warmup samples per row, not counted (3; 1)")
+    parser.add_argument("--pool", type=int, default=4, help="kernel_pool_size of (a), (e), (f)")
+    parser.add_argument("--max-concurrent-runs", type=int, default=4, help="MageApp setting")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients of (e)")
+    parser.add_argument("--requests", type=int, help="POSTs of (e) (default 300; 100 quick)")
+    parser.add_argument(
+        "--mem-runs", type=int, help="runs between the two RSS readings of (f) (1000; 200 quick)"
+    )
+    parser.add_argument(
+        "--mem-minutes",
+        type=float,
+        help="stop adding (f) runs after this many minutes, reporting the count (4; 1 quick)",
+    )
+    parser.add_argument(
+        "--reuse-load",
+        action="store_true",
+        help="also run (e) and (f) on the kernel_reuse server, as (e') and (f')",
+    )
+    parser.add_argument("--out", type=Path, help="also write the report (Markdown) to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ns = parser.parse_args(argv)
+    quick = bool(ns.quick)
+    return Options(
+        quick=quick,
+        samples=ns.samples or (5 if quick else 20),
+        warmup=ns.warmup if ns.warmup is not None else (1 if quick else 3),
+        pool=ns.pool,
+        max_concurrent_runs=ns.max_concurrent_runs,
+        clients=ns.clients,
+        requests=ns.requests or (100 if quick else 300),
+        mem_runs=ns.mem_runs or (200 if quick else 1000),
+        mem_minutes=ns.mem_minutes or (1.0 if quick else 4.0),
+        reuse_load=bool(ns.reuse_load),
+        out=ns.out,
+        keep=ns.keep,
+    )
+
+
+def probe_checkout() -> tuple[str, set[str]]:
+    """(where the server imports jupyter_mage from, the MageApp settings it has)."""
+    code = (
+        "import jupyter_mage, jupyter_mage.app as a\n"
+        "print(jupyter_mage.__file__)\n"
+        "print(*a.MageApp.class_trait_names(config=True))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=server_env(), capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[0], set(out[1:])
+
+
+def git_describe() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "jupyter_mage"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" + uncommitted changes in jupyter_mage/" if dirty else "")
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    names = ["jupyter_server", "jupyter_client", "ipykernel", "papermill", "nbclient", "httpx"]
+    parts = []
+    for name in names:
+        try:
+            parts.append(f"{name} {version(name)}")
+        except Exception:
+            parts.append(f"{name} ?")
+    return ", ".join(parts)
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.tmp = Path(tempfile.mkdtemp(prefix="jupyter-mage-bench-"))
+        self.root = self.tmp / "root"
+        self.root.mkdir()
+        nbformat.write(block_notebook(), self.root / f"{PIPELINE_UUID}.ipynb")
+        self.servers: list[Server] = []
+        self.floor: Floor | None = None
+        self.rows = {
+            "a": Row("a", "jupyter-mage, POST ?wait → completed, warm pool"),
+            "a'": Row("a'", "same, with opt-in MageApp.kernel_reuse=True (not isolated)"),
+            "b": Row("b", "jupyter-mage, same, kernel_pool_size=0 (cold kernel)"),
+            "c": Row("c", "papermill execute_notebook, in process"),
+            "d": Row("d", "floor: kwargs + 3 blocks, ONE execute, running kernel"),
+        }
+        self.loads: dict[str, tuple[Load, Server]] = {}
+        self.memory: dict[str, dict[str, Any]] = {}
+        self.header: list[str] = []
+        self.pool_supported = False
+        self.reuse_supported = False
+        self.wait_mode: bool | None = None
+
+    def server(self, label: str, pool: int | None, *extra_args: str) -> Server:
+        server = Server(
+            label=label,
+            root=self.root,
+            workdir=self.tmp / f"server_{label}",
+            pool=pool,
+            max_concurrent_runs=self.opts.max_concurrent_runs,
+            extra_args=list(extra_args),
+        )
+        self.servers.append(server)
+        return server
+
+    def roots(self) -> list[int]:
+        """Processes whose CPU use must have calmed down before a sample."""
+        pids = [s.pid for s in self.servers if s.proc is not None and s.proc.poll() is None]
+        return [*pids, os.getpid()]
+
+    async def sample(self, row: Row, measure: Measure, keep: bool) -> None:
+        await settle(self.roots())
+        elapsed, where = await measure()
+        if keep:
+            row.samples.append(elapsed)
+            if where is not None:
+                row.phases.append(where)
+
+    async def run(self) -> str:
+        opts = self.opts
+        source, settings = probe_checkout()
+        self.pool_supported = "kernel_pool_size" in settings
+        self.reuse_supported = self.pool_supported and "kernel_reuse" in settings
+        if not source.startswith(str(REPO)):
+            raise RuntimeError(f"the server would import jupyter_mage from {source}, not {REPO}")
+        load0 = os.getloadavg()
+        self.header = [
+            (
+                f"- date: {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; host: "
+                f"{os.cpu_count()} cores, Python {platform.python_version()}; "
+                f"load average at start {load0[0]:.2f}"
+            ),
+            f"- jupyter_mage: {source} (git {git_describe()}); {versions()}",
+            (
+                f"- samples per latency row: {opts.samples} (after {opts.warmup} warmup), "
+                "interleaved rounds, each sample from a quiet state; "
+                f"MageApp.max_concurrent_runs={opts.max_concurrent_runs}"
+            ),
+        ]
+
+        say(f"temporary dir {self.tmp}")
+        warm = self.server("warm", opts.pool if self.pool_supported else None)
+        cold = self.server("cold", 0 if self.pool_supported else None)
+        (self.tmp / "papermill").mkdir(exist_ok=True)
+        papermill = Papermill(self.tmp / "papermill")
+        self.floor = Floor(self.root)
+        reuse = None
+        if self.reuse_supported:
+            reuse = self.server("reuse", opts.pool, "--MageApp.kernel_reuse=True")
+        say(f"starting {len(self.servers)} servers and the floor kernel")
+        await asyncio.gather(*(s.start() for s in self.servers), self.floor.start())
+        warm_trigger = Trigger(warm, await warm.create_trigger("bench (a)"))
+        cold_trigger = Trigger(cold, await cold.create_trigger("bench (b)"))
+
+        measures: dict[str, Measure] = {
+            "d": _no_phases(self.floor.sample),
+            "a": _with_phases(warm_trigger),
+            "b": _with_phases(cold_trigger),
+            "c": _no_phases(papermill.sample),
+        }
+        if reuse is not None:
+            measures["a'"] = _with_phases(Trigger(reuse, await reuse.create_trigger("bench (a')")))
+        else:
+            self.rows["a'"].note = "n/a: no MageApp.kernel_reuse in this checkout"
+        if not self.pool_supported:
+            # Without a pool every run gets a cold kernel: that is (b); (a) does not exist yet.
+            del measures["a"]
+            self.rows["a"].note = "n/a: MageApp.kernel_pool_size not in this checkout yet"
+        say(f"warmup: {opts.warmup} sample(s) per row")
+        for _ in range(opts.warmup):
+            for key, measure in measures.items():
+                await self.sample(self.rows[key], measure, keep=False)
+        self.wait_mode = cold_trigger.wait_mode
+
+        # (f) counts every run since this reading; (a) samples and (e) count towards it.
+        await settle(self.roots())
+        baselines = {s.label: (rss_bytes(s.pid)[0], await s.run_count()) for s in self.servers}
+
+        for i in range(opts.samples):
+            say(f"round {i + 1}/{opts.samples}")
+            for key, measure in measures.items():
+                await self.sample(self.rows[key], measure, keep=True)
+
+        say("stopping the cold server and the floor kernel")
+        await cold.stop()
+        await self.floor.stop()
+
+        # The default configuration; then, on request, the opt-in kernel reuse.
+        loaded = [("", warm)]
+        if reuse is not None and opts.reuse_load:
+            loaded.append(("'", reuse))
+        elif reuse is not None:
+            await reuse.stop()
+        for key, server in loaded:
+            say(f"({'e' + key}) {opts.requests} POSTs from {opts.clients} clients, then the runs")
+            await settle(self.roots())
+            trigger = Trigger(server, await server.create_trigger(f"bench (e{key})"))
+            self.loads["e" + key] = (
+                await load_and_wait(server, trigger, opts.requests, opts.clients, stall=60),
+                server,
+            )
+        for key, server in loaded:
+            deadline = time.monotonic() + opts.mem_minutes * 60
+            rss0, runs0 = baselines[server.label]
+            self.memory["f" + key] = await self.fill(server, rss0, runs0, deadline)
+        self.header.append(f"- load average at end {os.getloadavg()[0]:.2f}")
+        return self.report()
+
+    async def fill(self, server: Server, rss0: int, runs0: int, deadline: float) -> dict[str, Any]:
+        """(f): more runs until ``mem_runs`` since the first reading (or the deadline), then RSS.
+
+        Clients post with ``?wait`` (each holds one run), so the queue stays short and the
+        reading is of what runs leave behind, not of a backlog.
+        """
+        opts = self.opts
+        todo = opts.mem_runs - (await server.run_count() - runs0)
+        say(f"(f) {server.label} server: {max(todo, 0)} more runs, to reach {opts.mem_runs}")
+        if todo > 0:
+            trigger = Trigger(server, await server.create_trigger("bench (f)"))
+            started = 0
+
+            async def client() -> None:
+                nonlocal started
+                connection = Connection(server.port)
+                while started < todo and time.monotonic() < deadline:
+                    started += 1
+                    status, body = await trigger.post(wait=True, connection=connection)
+                    if status != 200:
+                        raise RuntimeError(f"(f) trigger answered {status}: {body[:300]!r}")
+                connection.close()
+
+            await asyncio.gather(*(client() for _ in range(2 * opts.max_concurrent_runs)))
+        await settle(self.roots(), timeout=30)
+        await asyncio.sleep(1.0)
+        rss1, hwm = rss_bytes(server.pid)
+        return {
+            "server": server,
+            "before": rss0,
+            "after": rss1,
+            "peak": hwm,
+            "runs": await server.run_count() - runs0,
+        }
+
+    # -- the report ------------------------------------------------------------------------------
+
+    def report(self) -> str:
+        rows, opts = self.rows, self.opts
+        floor = rows["d"].median
+        a, c = rows["a"].median, rows["c"].median
+        mode = {True: "`?wait` (answer held until the run ended)",
+                False: "polling `GET api/pipeline_runs/{id}` every 2 ms (no `?wait` yet)",
+                None: "n/a"}[self.wait_mode]  # fmt: skip
+        pool = (f"kernel_pool_size={opts.pool}" if self.pool_supported
+                else "no kernel_pool_size in this checkout")  # fmt: skip
+        lines = [
+            "## jupyter-mage benchmark",
+            "",
+            *self.header,
+            f"- (a)/(b) completion seen by: {mode}; (a) server: {pool}",
+            "",
+            "| row | what | median (ms) | p10-p90 (max) ms | ratio to (d) | target | met? |",
+            "|---|---|---:|---:|---:|---|---|",
+        ]
+        targets = {
+            "a": ("≤ 3x (d); ≥ 25x faster than (c)",
+                  a <= 3 * floor and c / a >= 25 if not math.isnan(a) else None),
+            "a'": ("", None),
+            "b": ("", None),
+            "c": ("", None),
+            "d": ("the floor", None),
+        }  # fmt: skip
+        for key, row in rows.items():
+            target, met = targets[key]
+            if not row.samples:
+                lines.append(f"| ({key}) | {row.what} | n/a | | | {target} | {row.note or 'n/a'} |")
+                continue
+            s = row.samples
+            spread = (
+                f"{percentile(s, 10) * 1e3:.1f}-{percentile(s, 90) * 1e3:.1f} ({max(s) * 1e3:.1f})"
+            )
+            verdict = "" if met is None else ("yes" if met else "**no**")
+            lines.append(
+                f"| ({key}) | {row.what} | {row.median * 1e3:.1f} | {spread} | "
+                f"{row.median / floor:.1f}x | {target} | {verdict} |"
+            )
+        if not math.isnan(a):
+            lines.append("")
+            lines.append(
+                f"(a) is {a / floor:.2f}x the floor (target ≤ 3x) and {c / a:.1f}x faster than "
+                f"papermill (target ≥ 25x); a cold kernel per run (b) costs "
+                f"{rows['b'].median / a:.1f}x (a)."
+            )
+        lines.append("")
+        measured = [r for r in (rows["a"], rows["a'"], rows["b"]) if r.phases]
+        if measured:
+            heads = " | ".join(f"({r.key}) ms" for r in measured)
+            lines += [
+                (
+                    "Where the jupyter-mage rows spend their time (medians over samples, from "
+                    "the runs' own timestamps; medians of phases need not add up to the total):"
+                ),
+                "",
+                f"| phase | | {heads} |",
+                "|---|---|" + "---:|" * len(measured),
+            ]
+            for name, what in PHASES:
+                cells = " | ".join(
+                    f"{percentile([p[name] for p in r.phases], 50) * 1e3:.1f}" for r in measured
+                )
+                lines.append(f"| {name} | {what} | {cells} |")
+            lines.append("")
+        for key, (load, server) in self.loads.items():
+            lines += self.load_lines(key, load, server)
+        for key, mem in self.memory.items():
+            growth = mem["after"] - mem["before"]
+            config = " ".join(mem["server"].describe())
+            short = "" if mem["runs"] >= 1000 else " (fewer than 1,000: --mem-runs/--mem-minutes)"
+            lines += [
+                (
+                    f"**({key}) memory**, {config}, server process RSS: "
+                    f"{mem['before'] / 1e6:.1f} MB before, {mem['after'] / 1e6:.1f} MB after "
+                    f"{mem['runs']} runs{short} (**{growth / 1e6:+.1f} MB**; peak "
+                    f"{mem['peak'] / 1e6:.1f} MB); target growth < 50 MB: "
+                    f"**{'met' if growth < 50e6 else 'not met'}**"
+                ),
+                "",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def load_lines(self, key: str, load: Load, server: Server) -> list[str]:
+        """The report's lines for one load test."""
+        p50, p99 = percentile(load.latencies, 50), percentile(load.latencies, 99)
+        ok = load.rate >= 300 and p99 < 0.1 and load.lost == 0
+        refused = ", ".join(f"{n}x HTTP {code}" for code, n in sorted(load.refused.items()))
+        first = (
+            f"**({key}) load**, {load.clients} concurrent clients, {load.requests} POSTs "
+            f"(no wait) to the token route; {', '.join(server.describe())}:"
+        )
+        accepted = (
+            f"- accepted {len(load.accepted)}/{load.requests} in {load.post_wall:.2f} s = "
+            f"**{load.rate:.0f} POSTs/s**; latency p50 **{p50 * 1e3:.1f} ms**, "
+            f"p99 **{p99 * 1e3:.1f} ms**, max {max(load.latencies, default=0) * 1e3:.1f} ms"
+        )
+        if refused:
+            accepted += f"; refused: {refused}"
+        if load.errors:
+            accepted += f"; transport errors: {load.errors}"
+        return [
+            first,
+            accepted,
+            (
+                f"- every accepted run final {load.completed_after:.1f} s after the first POST "
+                f"({len(load.accepted) / load.completed_after:.1f} runs/s): completed "
+                f"{load.completed}, failed {load.failed}, **lost {load.lost}**"
+            ),
+            f"- the load generator (this process) used {load.client_cpu:.2f} s CPU for the POSTs",
+            f"- target >= 300 POSTs/s, p99 < 100 ms, 0 lost: **{'met' if ok else 'not met'}**",
+            "",
+        ]
+
+    async def close(self) -> None:
+        if self.floor is not None:
+            await self.floor.stop()
+        await asyncio.gather(*(s.stop() for s in self.servers), return_exceptions=True)
+        if self.opts.keep:
+            say(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+Measure = Callable[[], Awaitable[tuple[float, "dict[str, float] | None"]]]
+
+
+def _no_phases(sample: Callable[[], Awaitable[float]]) -> Measure:
+    async def measure() -> tuple[float, dict[str, float] | None]:
+        return await sample(), None
+
+    return measure
+
+
+def _with_phases(trigger: Trigger) -> Measure:
+    async def measure() -> tuple[float, dict[str, float] | None]:
+        elapsed, run, sent = await trigger.run_to_end()
+        return elapsed, phases(run, sent, elapsed)
+
+    return measure
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so cleanup runs when the benchmark is stopped."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def main_async(opts: Options) -> str:
+    bench = Bench(opts)
+    try:
+        return await bench.run()
+    except BaseException:
+        for server in bench.servers:
+            if server.proc is not None and server.proc.poll() is not None:
+                say(f"server {server.label} log:\n{server.log_tail()}")
+        raise
+    finally:
+        say("cleaning up")
+        await asyncio.shield(bench.close())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    with sigterm_as_interrupt():
+        report = asyncio.run(main_async(opts))
+    print(report)
+    if opts.out is not None:
+        opts.out.write_text(report, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
