@@ -15,7 +15,8 @@ function exist, as in Mage), the block runs:
   kept per kernel by block uuid (a missing one names the block to run first);
 - its **kwargs** are the notebook's global variables plus the system keys, with
   ``hand_run=True``, ``pipeline_run_id=None`` and ``trigger_name=None``;
-- its **tests** run after it; a **sensor** is polled with the pipeline's interval and timeout.
+- its **tests** run after it; a **sensor** is polled with the pipeline's interval and timeout;
+- a *script block* (no decorated function) gets its ``kwargs`` defined before its cell runs.
 
 A readable summary (a table for DataFrames and lists of records) is displayed; an error makes the
 cell fail like any error in the cell would. ``%load_ext jupyter_mage`` additionally defines the
@@ -148,6 +149,7 @@ class HandRunner:
         self.context: dict[str, Any] = {}
         self.pending: list[Any] = []
         self._cache: tuple[Path, int, Any] | None = None
+        shell.events.register("pre_run_cell", self.pre_run_cell)
         shell.events.register("post_run_cell", self.post_run_cell)
 
     @classmethod
@@ -161,14 +163,38 @@ class HandRunner:
 
     def close(self) -> None:
         """Stop hand-running cells in this shell."""
-        try:
-            self.shell.events.unregister("post_run_cell", self.post_run_cell)
-        except ValueError:
-            pass
+        for event, hook in (
+            ("pre_run_cell", self.pre_run_cell),
+            ("post_run_cell", self.post_run_cell),
+        ):
+            try:
+                self.shell.events.unregister(event, hook)
+            except ValueError:
+                pass
         if getattr(self.shell, _ATTRIBUTE, None) is self:
             delattr(self.shell, _ATTRIBUTE)
 
     # -- the cell that just ran --------------------------------------------------------------
+
+    def pre_run_cell(self, info: Any) -> None:
+        """Before a script block's cell (no decorated function) runs, put its ``kwargs`` in scope.
+
+        In a triggered run a script block runs with ``kwargs`` defined; by hand the cell is found
+        by its id in the saved notebook. Other cells are left alone.
+        """
+        cell_id = getattr(info, "cell_id", None) or _parent_cell_id(self.shell)
+        pipeline = self.pipeline() if cell_id else None
+        if pipeline is None:
+            return
+        from .pipeline import decorated_function_names
+
+        cells = pipeline.notebook.cells
+        for block in pipeline.blocks:
+            if cells[block.cell_index].get("id") != cell_id:
+                continue
+            if block.type != "scratchpad" and not decorated_function_names(block.source):
+                self.shell.user_ns["kwargs"] = self.kwargs(pipeline, block.uuid)
+            return
 
     def post_run_cell(self, result: Any) -> None:
         """Run the block defined by the cell that just ran, if any."""

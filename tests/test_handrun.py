@@ -238,6 +238,8 @@ async def test_mage_guarded_imports_by_hand_with_the_extension(
             "@data_exporter\ndef export_data(data, *args, **kwargs):\n    print('got', data)\n",
             "data_exporter",
         ),
+        # a script block: kwargs in scope, as in a triggered run
+        block_cell("print('SCRIPT', kwargs['block_uuid'], kwargs['hand_run'])\n", "custom"),
     ]
     write_pipeline(jp_root_dir, "guarded", cells)
     nb = nbformat.read(jp_root_dir / "guarded.ipynb", as_version=4)
@@ -249,3 +251,4 @@ async def test_mage_guarded_imports_by_hand_with_the_extension(
             texts.append(_text(result))
         assert "condition block evaluate_condition of export_data: True" in texts[2]
         assert "got loaded" in texts[3]
+        assert "SCRIPT custom_1 True" in texts[4]
