@@ -10,12 +10,7 @@ import { encodeUuid, requestAPI } from './request';
 
 /** A JSON value. */
 export type JSONValue =
-  | string
-  | number
-  | boolean
-  | null
-  | JSONValue[]
-  | { [key: string]: JSONValue };
+  string | number | boolean | null | JSONValue[] | { [key: string]: JSONValue };
 
 /** A JSON object, as variables are. */
 export type JSONObject = { [key: string]: JSONValue };

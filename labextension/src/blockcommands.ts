@@ -32,7 +32,9 @@ export namespace CommandIDs {
 /** The tags of a cell model. */
 function cellTags(model: ICellModel): string[] {
   const tags = model.getMetadata('tags');
-  return Array.isArray(tags) ? tags.filter((t): t is string => typeof t === 'string') : [];
+  return Array.isArray(tags)
+    ? tags.filter((t): t is string => typeof t === 'string')
+    : [];
 }
 
 /** Write the tags of a cell model (removing the key when empty). */
@@ -281,7 +283,9 @@ export function addBlockCommands(
 
   commands.addCommand(CommandIDs.setBlockLinks, {
     label: trans.__('Set Mage Block Name and Upstream Blocks…'),
-    caption: trans.__("Name the active block and choose the blocks it reads from"),
+    caption: trans.__(
+      'Name the active block and choose the blocks it reads from'
+    ),
     icon: args => (args['toolbar'] ? blockIcon : undefined),
     // Enabled on any code cell: a cell toolbar button may keep a stale state,
     // so a non-block is explained at execution instead.
@@ -316,7 +320,10 @@ export function addBlockCommands(
           tagValue(tags, NAME_TAG) ?? '',
           others
         ),
-        buttons: [Dialog.cancelButton(), Dialog.okButton({ label: trans.__('Save') })],
+        buttons: [
+          Dialog.cancelButton(),
+          Dialog.okButton({ label: trans.__('Save') })
+        ],
         focusNodeSelector: 'input'
       });
       if (!result.button.accept || !result.value) {
@@ -333,7 +340,9 @@ export function addBlockCommands(
         return;
       }
       if (name && others.some(b => b.uuid === name)) {
-        Notification.error(trans.__('Another block is already named “%1”.', name));
+        Notification.error(
+          trans.__('Another block is already named “%1”.', name)
+        );
         return;
       }
       setCellTags(cell.model, tagsWithLinks(tags, name, upstream));

@@ -265,7 +265,8 @@ export function notebookBlocks(cells: ICellLike[]): INotebookBlock[] {
     if (!type) {
       return;
     }
-    let uuid = tagValue(cell.tags, NAME_TAG) || decoratedFunctionName(cell.source, type);
+    let uuid =
+      tagValue(cell.tags, NAME_TAG) || decoratedFunctionName(cell.source, type);
     if (!uuid) {
       uuid = `${type}_${blocks.filter(b => b.type === type).length + 1}`;
     }

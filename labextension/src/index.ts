@@ -13,7 +13,10 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 
 import { JSONObject, MageAPI } from './api';
-import { addBlockCommands, CommandIDs as BlockCommandIDs } from './blockcommands';
+import {
+  addBlockCommands,
+  CommandIDs as BlockCommandIDs
+} from './blockcommands';
 import { mageIcon } from './icons';
 import { MageModel, reportError } from './model';
 import { MageSidebar, pipelinePath } from './widgets/sidebar';
@@ -70,7 +73,9 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
         try {
           const mage = widget.model.getMetadata('mage');
           const current =
-            mage && typeof mage === 'object' && !Array.isArray(mage) ? mage : {};
+            mage && typeof mage === 'object' && !Array.isArray(mage)
+              ? mage
+              : {};
           widget.model.setMetadata('mage', { ...current, variables });
           await widget.context.save();
           await model.refresh(true);
@@ -104,7 +109,10 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       execute: () => model.refresh(true)
     });
     palette?.addItem({ command: CommandIDs.openSidebar, category: 'Mage' });
-    palette?.addItem({ command: CommandIDs.refreshPipelines, category: 'Mage' });
+    palette?.addItem({
+      command: CommandIDs.refreshPipelines,
+      category: 'Mage'
+    });
 
     // A first look at the server, so a missing server extension is explained
     // once even before the sidebar is opened.
@@ -124,7 +132,10 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
           settings.changed.connect(apply);
         })
         .catch(err =>
-          console.error('jupyter-mage: could not load the sidebar settings', err)
+          console.error(
+            'jupyter-mage: could not load the sidebar settings',
+            err
+          )
         );
     }
   }
@@ -147,7 +158,10 @@ const blocksPlugin: JupyterFrontEndPlugin<void> = {
   ): void => {
     const trans = (translator ?? nullTranslator).load('jupyter_mage');
     addBlockCommands(app.commands, tracker, trans);
-    for (const command of [BlockCommandIDs.makeBlock, BlockCommandIDs.setBlockLinks]) {
+    for (const command of [
+      BlockCommandIDs.makeBlock,
+      BlockCommandIDs.setBlockLinks
+    ]) {
       palette?.addItem({ command, category: 'Mage' });
     }
   }

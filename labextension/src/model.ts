@@ -178,7 +178,10 @@ export class MageModel implements IDisposable {
    *
    * @returns the action's result, or `undefined` if it failed
    */
-  async act<T>(label: string, action: () => Promise<T>): Promise<T | undefined> {
+  async act<T>(
+    label: string,
+    action: () => Promise<T>
+  ): Promise<T | undefined> {
     try {
       const result = await action();
       await this.refresh(true);
@@ -253,7 +256,9 @@ export class MageModel implements IDisposable {
       this._run.id !== runId ||
       !FINAL_RUN_STATUSES.includes(this._run.status) ||
       (this._run.block_runs ?? []).some(
-        b => !FINAL_RUN_STATUSES.includes(b.status) && b.status !== 'upstream_failed'
+        b =>
+          !FINAL_RUN_STATUSES.includes(b.status) &&
+          b.status !== 'upstream_failed'
       )
     ) {
       jobs.push(

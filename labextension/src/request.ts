@@ -12,7 +12,11 @@ export class MageRequestError extends ServerConnection.ResponseError {
    * @param message the message to show
    * @param body the parsed body, if it was JSON
    */
-  constructor(response: Response, message: string, readonly body: unknown) {
+  constructor(
+    response: Response,
+    message: string,
+    readonly body: unknown
+  ) {
     super(response, message);
   }
 

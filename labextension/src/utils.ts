@@ -39,7 +39,11 @@ export function triggerEndpoints(
  * The request body of a trigger call, with the variables pre-filled.
  */
 export function triggerBody(variables: JSONObject | null): string {
-  return JSON.stringify({ pipeline_run: { variables: variables ?? {} } }, null, 2);
+  return JSON.stringify(
+    { pipeline_run: { variables: variables ?? {} } },
+    null,
+    2
+  );
 }
 
 /**
@@ -199,7 +203,9 @@ export function errorText(error: unknown): string {
     return error;
   }
   if (Array.isArray(error)) {
-    return error.map(e => (typeof e === 'string' ? e : JSON.stringify(e))).join('\n');
+    return error
+      .map(e => (typeof e === 'string' ? e : JSON.stringify(e)))
+      .join('\n');
   }
   if (typeof error === 'object') {
     const e = error as Record<string, unknown>;
@@ -211,7 +217,10 @@ export function errorText(error: unknown): string {
       }
     }
     if (!parts.length) {
-      const head = [e['error'] ?? e['ename'] ?? e['type'], e['message'] ?? e['evalue']]
+      const head = [
+        e['error'] ?? e['ename'] ?? e['type'],
+        e['message'] ?? e['evalue']
+      ]
         .filter(x => x !== undefined && x !== null && x !== '')
         .map(String)
         .join(': ');

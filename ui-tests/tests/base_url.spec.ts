@@ -14,7 +14,9 @@ const BASE = 'http://localhost:8889/jm/';
 test('trigger and run under the base URL /jm/', async ({ page, request }) => {
   const dir = `base-url-${Date.now()}`;
   const put = async (path: string, body: object): Promise<void> => {
-    const response = await request.put(`${BASE}api/contents/${path}`, { data: body });
+    const response = await request.put(`${BASE}api/contents/${path}`, {
+      data: body
+    });
     expect(response.ok()).toBe(true);
   };
   await put(dir, { type: 'directory' });
@@ -25,14 +27,18 @@ test('trigger and run under the base URL /jm/', async ({ page, request }) => {
   });
 
   await page.goto(`${BASE}lab/tree/${dir}`);
-  await expect(page.locator('#jupyterlab-splash')).toHaveCount(0, { timeout: 60_000 });
+  await expect(page.locator('#jupyterlab-splash')).toHaveCount(0, {
+    timeout: 60_000
+  });
 
   const sidebar = new MageSidebar(page);
   await sidebar.open();
   await sidebar.openPipeline(`${dir}/etl`);
   const trigger = await sidebar.createTrigger('base_url_webhook');
 
-  const endpoint = await trigger.locator('.jp-mage-EndpointUrl pre').innerText();
+  const endpoint = await trigger
+    .locator('.jp-mage-EndpointUrl pre')
+    .innerText();
   expect(endpoint).toMatch(
     /^http:\/\/localhost:8889\/jm\/api\/pipeline_schedules\/\d+\/pipeline_runs\/\S+$/
   );
@@ -41,9 +47,13 @@ test('trigger and run under the base URL /jm/', async ({ page, request }) => {
   await screenshot(sidebar.panel, 'base-url-trigger');
 
   // The Bearer form this time, run as a shell would.
-  const answer = JSON.parse(runInShell(`${bearer} --silent --show-error --fail`));
+  const answer = JSON.parse(
+    runInShell(`${bearer} --silent --show-error --fail`)
+  );
   const row = sidebar.runRow(answer.pipeline_run.id);
-  await expect(row).toHaveAttribute('data-status', 'completed', { timeout: 60_000 });
+  await expect(row).toHaveAttribute('data-status', 'completed', {
+    timeout: 60_000
+  });
   await row.scrollIntoViewIfNeeded();
   await screenshot(sidebar.panel, 'base-url-run-completed');
 

@@ -37,7 +37,9 @@ test('make a cell a block through the command palette', async ({
 
   // From the command palette.
   await page.keyboard.press('Control+Shift+C');
-  await page.locator('#command-palette .lm-CommandPalette-input').fill('Make Cell a Mage Block');
+  await page
+    .locator('#command-palette .lm-CommandPalette-input')
+    .fill('Make Cell a Mage Block');
   await page.keyboard.press('Enter');
   const dialog = page.locator('.jp-Dialog');
   await expect(dialog.locator('.jp-mage-BlockTypeSelect')).toBeVisible();
@@ -50,7 +52,9 @@ test('make a cell a block through the command palette', async ({
   let cell = await activeCell(page);
   expect(cell.tags).toEqual(['data_loader']);
   expect(cell.source).toContain("if 'data_loader' not in globals():");
-  expect(cell.source).toContain('@data_loader\ndef load_data(*args, **kwargs):');
+  expect(cell.source).toContain(
+    '@data_loader\ndef load_data(*args, **kwargs):'
+  );
 
   // The second cell: a transformer, named, reading from the loader.
   await page.notebook.selectCells(1);
@@ -64,16 +68,24 @@ test('make a cell a block through the command palette', async ({
 
   // Name and upstream from the cell toolbar.
   await page
-    .locator('.jp-Notebook .jp-Cell.jp-mod-active .jp-cell-toolbar [data-command="jupyter-mage:set-block-links"] button')
+    .locator(
+      '.jp-Notebook .jp-Cell.jp-mod-active .jp-cell-toolbar [data-command="jupyter-mage:set-block-links"] button'
+    )
     .click();
   await dialog.locator('.jp-mage-BlockNameInput').fill('clean_rows');
-  await dialog.locator('.jp-mage-UpstreamList input[value="load_data"]').check();
+  await dialog
+    .locator('.jp-mage-UpstreamList input[value="load_data"]')
+    .check();
   await screenshot(page, 'block-links-dialog');
   await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
   await expect(dialog).toHaveCount(0);
 
   cell = await activeCell(page);
-  expect(cell.tags).toEqual(['transformer', 'name:clean_rows', 'upstream:load_data']);
+  expect(cell.tags).toEqual([
+    'transformer',
+    'name:clean_rows',
+    'upstream:load_data'
+  ]);
 
   // Once saved, the sidebar shows the new pipeline with both blocks.
   await page.notebook.save();

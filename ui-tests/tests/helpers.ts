@@ -88,7 +88,7 @@ export const FAILING_NOTEBOOK = notebook([
     source:
       '@transformer\n' +
       'def check_rows(data, *args, **kwargs):\n' +
-      "    raise ValueError(f\"bad row count: {data['rows']}\")\n"
+      '    raise ValueError(f"bad row count: {data[\'rows\']}")\n'
   },
   {
     tags: ['data_exporter'],
@@ -156,7 +156,9 @@ export class MageSidebar {
   /** Drag the left panel's splitter so the sidebar is wide enough to read. */
   async widen(width = 440): Promise<void> {
     const box = await this.panel.boundingBox();
-    const handle = this.page.locator('#jp-main-split-panel > .lm-SplitPanel-handle').first();
+    const handle = this.page
+      .locator('#jp-main-split-panel > .lm-SplitPanel-handle')
+      .first();
     const hbox = await handle.boundingBox();
     if (!box || !hbox || box.width >= width) {
       return;

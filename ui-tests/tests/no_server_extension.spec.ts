@@ -12,7 +12,9 @@ test('a missing server extension is explained once', async ({ page }) => {
   await expect(dialog).toContainText('jupyter-mage server extension missing', {
     timeout: 60_000
   });
-  await expect(dialog).toContainText('jupyter server extension enable jupyter_mage');
+  await expect(dialog).toContainText(
+    'jupyter server extension enable jupyter_mage'
+  );
   await screenshot(page, 'server-extension-missing');
   await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
   await expect(dialog).toHaveCount(0);

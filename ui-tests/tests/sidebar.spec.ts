@@ -14,14 +14,31 @@ import {
 test.use({ autoGoto: false });
 
 test.describe('Pipelines sidebar', () => {
+  // Errors the extension logs in the browser console fail the test.
+  let consoleErrors: string[] = [];
+
   test.beforeEach(async ({ page, tmpPath }) => {
-    await page.contents.uploadContent(ETL_NOTEBOOK, 'text', `${tmpPath}/etl.ipynb`);
+    consoleErrors = [];
+    page.on('console', msg => {
+      if (msg.type() === 'error' && msg.text().includes('jupyter-mage')) {
+        consoleErrors.push(msg.text());
+      }
+    });
+    await page.contents.uploadContent(
+      ETL_NOTEBOOK,
+      'text',
+      `${tmpPath}/etl.ipynb`
+    );
     await page.contents.uploadContent(
       FAILING_NOTEBOOK,
       'text',
       `${tmpPath}/failing.ipynb`
     );
     await page.goto(`tree/${tmpPath}`);
+  });
+
+  test.afterEach(() => {
+    expect(consoleErrors).toEqual([]);
   });
 
   test('opens from its icon and lists pipelines with their blocks', async ({
@@ -57,9 +74,12 @@ test.describe('Pipelines sidebar', () => {
 
     const trigger = await sidebar.createTrigger(
       'ui_webhook',
-      '{\n  "env": "staging",\n  "count": 5\n}'
+      // A quote in a value: the command must still be valid shell.
+      '{\n  "env": "staging",\n  "count": 5,\n  "note": "it\'s live"\n}'
     );
-    const endpoint = await trigger.locator('.jp-mage-EndpointUrl pre').innerText();
+    const endpoint = await trigger
+      .locator('.jp-mage-EndpointUrl pre')
+      .innerText();
     expect(endpoint).toMatch(
       /^http:\/\/localhost:8888\/api\/pipeline_schedules\/\d+\/pipeline_runs\/\S+$/
     );
@@ -72,7 +92,9 @@ test.describe('Pipelines sidebar', () => {
     await screenshot(sidebar.panel, 'trigger-curl');
 
     // Run the command read from the page, as a shell would.
-    const answer = JSON.parse(runInShell(`${curl} --silent --show-error --fail`));
+    const answer = JSON.parse(
+      runInShell(`${curl} --silent --show-error --fail`)
+    );
     const runId: number = answer.pipeline_run.id;
     expect(answer.pipeline_run.status).toBe('initial');
 
@@ -87,9 +109,16 @@ test.describe('Pipelines sidebar', () => {
 
     // Its detail shows each block run, with the exporter's log.
     await row.click();
-    const view = sidebar.panel.locator(`.jp-mage-RunView[data-run-id="${runId}"]`);
+    const view = sidebar.panel.locator(
+      `.jp-mage-RunView[data-run-id="${runId}"]`
+    );
     await expect(view.locator('.jp-mage-BlockRun')).toHaveCount(3);
-    const exporter = view.locator('.jp-mage-BlockRun[data-block-uuid="export"]');
+    await expect(view.locator('.jp-mage-Facts')).toContainText(
+      '"note":"it\'s live"'
+    );
+    const exporter = view.locator(
+      '.jp-mage-BlockRun[data-block-uuid="export"]'
+    );
     await exporter.locator('.jp-mage-BlockRunHeader').click();
     await expect(exporter.locator('.jp-mage-Log')).toContainText(
       'total is 10 for env staging'
@@ -111,7 +140,9 @@ test.describe('Pipelines sidebar', () => {
     await trigger.locator('.jp-mage-StartRun').click();
 
     const row = sidebar.panel.locator('.jp-mage-RunRow').first();
-    await expect(row).toHaveAttribute('data-status', 'failed', { timeout: 60_000 });
+    await expect(row).toHaveAttribute('data-status', 'failed', {
+      timeout: 60_000
+    });
     await row.click();
 
     const failed = sidebar.panel.locator(

@@ -19,5 +19,8 @@ export interface IViewContext {
    *
    * @returns whether it worked (errors are already reported)
    */
-  saveVariables: (pipelineUuid: string, variables: JSONObject) => Promise<boolean>;
+  saveVariables: (
+    pipelineUuid: string,
+    variables: JSONObject
+  ) => Promise<boolean>;
 }

@@ -93,7 +93,9 @@ export function RunView(props: { ctx: IViewContext }): JSX.Element {
     return (
       <div className="jp-mage-RunView">
         {back}
-        <p className="jp-mage-Hint">{trans.__('Loading run %1…', runId ?? '')}</p>
+        <p className="jp-mage-Hint">
+          {trans.__('Loading run %1…', runId ?? '')}
+        </p>
       </div>
     );
   }
@@ -117,7 +119,11 @@ export function RunView(props: { ctx: IViewContext }): JSX.Element {
   };
 
   return (
-    <div className="jp-mage-RunView" data-run-id={run.id} data-status={run.status}>
+    <div
+      className="jp-mage-RunView"
+      data-run-id={run.id}
+      data-status={run.status}
+    >
       <div className="jp-mage-ViewHeader">
         {back}
         <h2 className="jp-mage-ViewTitle">
@@ -211,13 +217,18 @@ function BlockRunItem(props: {
     model.api
       .blockLog(br.id)
       .then(l => live && setLog(l))
-      .catch(err => live && reportError(trans, trans.__('Loading the block log'), err));
+      .catch(
+        err =>
+          live && reportError(trans, trans.__('Loading the block log'), err)
+      );
     if (FINAL_RUN_STATUSES.includes(br.status)) {
       model.api
         .blockOutputs(br.id)
         .then(o => live && setOutputs(o))
         .catch(
-          err => live && reportError(trans, trans.__('Loading the block outputs'), err)
+          err =>
+            live &&
+            reportError(trans, trans.__('Loading the block outputs'), err)
         );
     }
     return () => {
@@ -287,11 +298,15 @@ function summaryText(summary: unknown): string {
     return String(summary);
   }
   const s = summary as Record<string, unknown>;
-  const head = [s['type'], s['shape'] ? `shape ${JSON.stringify(s['shape'])}` : '']
+  const head = [
+    s['type'],
+    s['shape'] ? `shape ${JSON.stringify(s['shape'])}` : ''
+  ]
     .concat(s['length'] !== undefined ? [`len ${String(s['length'])}`] : [])
     .filter(Boolean)
     .join(', ');
   const body = s['repr'] ?? s['text_data'] ?? s['sample'] ?? s['sample_data'];
-  const text = typeof body === 'string' ? body : body ? JSON.stringify(body) : '';
+  const text =
+    typeof body === 'string' ? body : body ? JSON.stringify(body) : '';
   return head ? `${head}${text ? `: ${text}` : ''}` : text || JSON.stringify(s);
 }

@@ -15,19 +15,28 @@ import { RunsSection, RunView } from './runs';
 import { TriggersSection } from './triggers';
 
 /** The notebook path of a pipeline. */
-export function pipelinePath(pipeline: { uuid: string; path?: unknown }): string {
-  return typeof pipeline.path === 'string' ? pipeline.path : `${pipeline.uuid}.ipynb`;
+export function pipelinePath(pipeline: {
+  uuid: string;
+  path?: unknown;
+}): string {
+  return typeof pipeline.path === 'string'
+    ? pipeline.path
+    : `${pipeline.uuid}.ipynb`;
 }
 
 /** Validation errors of a pipeline as strings. */
 function validationErrors(pipeline: IPipeline): string[] {
-  const raw = [...(pipeline.errors ?? []), ...(pipeline.validation_errors ?? [])];
+  const raw = [
+    ...(pipeline.errors ?? []),
+    ...(pipeline.validation_errors ?? [])
+  ];
   return raw.map(e => {
     if (typeof e === 'string') {
       return e;
     }
     const err = e as { message?: unknown; block_uuid?: unknown } | null;
-    const message = typeof err?.message === 'string' ? err.message : JSON.stringify(e);
+    const message =
+      typeof err?.message === 'string' ? err.message : JSON.stringify(e);
     return typeof err?.block_uuid === 'string' && err.block_uuid
       ? `${err.block_uuid}: ${message}`
       : message;
@@ -35,7 +44,10 @@ function validationErrors(pipeline: IPipeline): string[] {
 }
 
 /** The blocks of a pipeline, in dependency order. */
-function BlockList(props: { blocks: IBlock[]; ctx: IViewContext }): JSX.Element {
+function BlockList(props: {
+  blocks: IBlock[];
+  ctx: IViewContext;
+}): JSX.Element {
   const { trans } = props.ctx;
   if (props.blocks.length === 0) {
     return <p className="jp-mage-Hint">{trans.__('No block.')}</p>;
@@ -233,7 +245,9 @@ function PipelineView(props: { ctx: IViewContext }): JSX.Element {
         <Button
           label={trans.__('Open notebook')}
           className="jp-mage-OpenNotebook"
-          onClick={() => openPath(pipeline ? pipelinePath(pipeline) : `${uuid}.ipynb`)}
+          onClick={() =>
+            openPath(pipeline ? pipelinePath(pipeline) : `${uuid}.ipynb`)
+          }
         />
       </div>
       {pipeline === null ? (
