@@ -464,8 +464,9 @@ class KernelEngine(LoggingConfigurable):
         status = event["status"]
         values: dict[str, Any] = {}
         metrics: dict[str, Any] = {}
-        if "seconds" in event:
-            metrics["seconds"] = event["seconds"]
+        for key in ("seconds", "attempts"):
+            if key in event:
+                metrics[key] = event[key]
         if event.get("log"):  # printed while no block was running (conditions, callbacks)
             self._append_log(state, str(event["log"]))
             state.cell_outputs.append(

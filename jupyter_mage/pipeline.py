@@ -33,7 +33,18 @@ _ADDON_DECORATORS = {
 NOTEBOOK_SUFFIX = ".ipynb"
 _NAME_TAG = "name:"
 _UPSTREAM_TAG = "upstream:"
-_SENSOR_SETTINGS = ("sensor_interval", "sensor_timeout")
+#: Numeric block settings: a cell tag ``<key>:<number>``, else ``metadata.mage.<key>`` of the
+#: notebook (pipeline-wide). ``timeout`` bounds a block; ``retries``/``retry_delay``/
+#: ``retry_max_delay`` are Mage's retry_config (with ``metadata.mage.retry_exponential_backoff``).
+_NUMBER_SETTINGS = (
+    "sensor_interval",
+    "sensor_timeout",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "retry_max_delay",
+)
+DEFAULT_RETRY = {"retries": 0, "delay": 5.0, "max_delay": 60.0, "exponential_backoff": True}
 _UUID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -53,7 +64,7 @@ class Block:
     downstream_blocks: list[str] = field(default_factory=list)
     conditional_blocks: list[str] = field(default_factory=list)
     callback_blocks: list[str] = field(default_factory=list)
-    #: Cell-tag settings (``sensor_interval:<s>``, ``sensor_timeout:<s>``), as numbers.
+    #: Cell-tag settings (``sensor_interval:<s>``, ``timeout:<s>``, ``retries:<n>``...), as numbers.
     settings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,7 +95,7 @@ class Pipeline:
     notebook: Any = field(default=None, repr=False, compare=False)
     #: Conditional and callback blocks; their ``upstream_blocks`` are their parents.
     addons: list[Block] = field(default_factory=list)
-    #: Pipeline-wide settings from ``metadata.mage`` (``sensor_interval``, ``sensor_timeout``).
+    #: Pipeline-wide defaults of the same settings, from ``metadata.mage``.
     settings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -109,6 +120,16 @@ class Pipeline:
         }
         if block.type == "sensor":
             plan["sensor"] = self.sensor_settings(block)
+        setting = {**self.settings, **block.settings}
+        if "timeout" in setting:
+            plan["timeout"] = setting["timeout"]
+        if setting.get("retries"):
+            plan["retry"] = {
+                "retries": int(setting["retries"]),
+                "delay": setting.get("retry_delay", DEFAULT_RETRY["delay"]),
+                "max_delay": setting.get("retry_max_delay", DEFAULT_RETRY["max_delay"]),
+                "exponential_backoff": bool(setting.get("retry_exponential_backoff", 1)),
+            }
         return plan
 
     def sensor_settings(self, block: Block) -> dict[str, float]:
@@ -198,13 +219,19 @@ def parse_notebook(uuid: str, path: str, nb: Any) -> Pipeline:
         errors.append(_error("", "metadata.mage.variables must be a JSON object"))
         variables = {}
     settings: dict[str, float] = {}
-    for key in _SENSOR_SETTINGS:
+    for key in _NUMBER_SETTINGS:
         if key in mage_meta:
             value = _positive_number(mage_meta[key])
             if value is None:
                 errors.append(_error("", f"metadata.mage.{key} must be a positive number"))
             else:
                 settings[key] = value
+    backoff = mage_meta.get("retry_exponential_backoff")
+    if backoff is not None:
+        if isinstance(backoff, bool):
+            settings["retry_exponential_backoff"] = float(backoff)
+        else:
+            errors.append(_error("", "metadata.mage.retry_exponential_backoff must be true/false"))
     kernelspec = nb.metadata.get("kernelspec", {})
     kernel_name = kernelspec.get("name") if isinstance(kernelspec, dict) else None
     return Pipeline(
@@ -233,15 +260,15 @@ def _positive_number(value: Any) -> float | None:
 def _settings_from_tags(
     uuid: str, tags: list[str], errors: list[dict[str, str]]
 ) -> dict[str, float]:
-    """``sensor_interval:<seconds>`` and ``sensor_timeout:<seconds>`` cell tags."""
+    """Numeric settings from cell tags: ``sensor_interval:<s>``, ``timeout:<s>``, ``retries:<n>``..."""
     settings: dict[str, float] = {}
-    for key in _SENSOR_SETTINGS:
+    for key in _NUMBER_SETTINGS:
         raw = _tag_value(tags, key + ":")
         if raw is None:
             continue
         value = _positive_number(raw)
         if value is None:
-            errors.append(_error(uuid, f"tag {key}:{raw} must be a positive number of seconds"))
+            errors.append(_error(uuid, f"tag {key}:{raw} must be a positive number"))
         else:
             settings[key] = value
     return settings

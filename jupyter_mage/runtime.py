@@ -24,7 +24,9 @@ import json
 import linecache
 import logging
 import reprlib
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -195,6 +197,73 @@ class ArityError(BlockFailure, TypeError):
 
 class SensorTimeout(BlockFailure, TimeoutError):
     """A sensor did not return a true value before its timeout."""
+
+
+class BlockTimeout(BlockFailure, TimeoutError):
+    """A block ran longer than its ``timeout``."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, uuid: str) -> Iterator[None]:
+    """Raise :class:`BlockTimeout` in the block's code after ``seconds`` (a SIGALRM timer).
+
+    The kernel runs code in its main thread, where the alarm is delivered; elsewhere (no
+    SIGALRM, or another thread) the block simply has no time limit.
+    """
+    usable = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise BlockTimeout(f"Block {uuid} timed out after {seconds:g} seconds.")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def with_retries(
+    attempt_fn: Callable[[int], Any], retry: dict[str, Any] | None, uuid: str
+) -> tuple[Any, int]:
+    """Call ``attempt_fn(attempt)`` until it succeeds, as Mage's retry_config does it.
+
+    Up to ``retries + 1`` attempts, sleeping ``delay`` between them (doubled each time with
+    ``exponential_backoff``); stops early when the slept time plus the next delay would reach
+    ``max_delay``. Returns the result and the number of attempts.
+    """
+    retries = int((retry or {}).get("retries", 0))
+    delay = float((retry or {}).get("delay", 5))
+    max_delay = float((retry or {}).get("max_delay", 60))
+    backoff = bool((retry or {}).get("exponential_backoff", True))
+    slept = 0.0
+    attempt = 1
+    while True:
+        try:
+            return attempt_fn(attempt), attempt
+        except (KeyboardInterrupt, BlockTimeout):
+            raise
+        except Exception as exc:
+            if attempt > retries or slept + delay >= max_delay:
+                raise
+            print(
+                f"Block {uuid}: attempt {attempt} of {retries + 1} failed "
+                f"({type(exc).__name__}: {exc}); retrying in {delay:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(delay)
+            slept += delay
+            delay = delay * 2 if backoff else delay
+            attempt += 1
 
 
 class TestFailure(BlockFailure, AssertionError):
@@ -502,14 +571,27 @@ class _PipelineRun:
         if log.getvalue():  # what the conditions printed, now in the block's log
             print(log.getvalue(), end="", flush=True)
         started = time.perf_counter()
+        attempts = [1]
+
+        def attempt(n: int) -> list[Any]:
+            attempts[0] = n
+            return self._execute(block, args, {**kwargs, "retry": {"attempts": n}})
+
         try:
-            outputs = self._execute(block, args, kwargs)
+            with time_limit(block.get("timeout"), uuid):
+                outputs, _ = with_retries(attempt, block.get("retry"), uuid)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
             error = error_info(exc, self.prefix)
             self._callbacks(block, "failure", [None], {**kwargs, "__error": exc})
-            self._finish(uuid, "failed", error=error, seconds=time.perf_counter() - started)
+            self._finish(
+                uuid,
+                "failed",
+                error=error,
+                seconds=time.perf_counter() - started,
+                attempts=attempts[0],
+            )
             if not self.allow_failures:
                 self.halted = True
             return None
@@ -520,6 +602,7 @@ class _PipelineRun:
             "completed",
             outputs=[summarize(v, i) for i, v in enumerate(outputs)],
             seconds=time.perf_counter() - started,
+            attempts=attempts[0],
         )
 
     def _execute(self, block: dict[str, Any], args: list[Any], kwargs: dict[str, Any]) -> list[Any]:

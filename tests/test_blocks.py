@@ -480,7 +480,7 @@ def test_addons_attach_to_parents_and_are_validated() -> None:
     messages = [e["message"] for e in bad.errors]
     assert "conditional block 'orphan' has no parent block" in messages
     assert "callback block 'cb' watches unknown block 'nope'" in messages
-    assert "tag sensor_timeout:soon must be a positive number of seconds" in messages
+    assert "tag sensor_timeout:soon must be a positive number" in messages
     assert "metadata.mage.sensor_interval must be a positive number" in messages
 
 
