@@ -153,7 +153,7 @@ async def test_run_timeout_sets_timeout_status(
         "sleepy", variables={"seconds": 60},
         settings={"timeout": 1, "timeout_status": timeout_status},
     )  # fmt: skip
-    run = await mage.wait((await mage.run_now(trigger["id"]))["id"], timeout=30)
+    run = await mage.wait((await mage.run_now(trigger["id"]))["id"], timeout=120)
     assert run["status"] == timeout_status
     assert "timed out after 1 s" in run["metrics"]["error"]
     nap, wake = run["block_runs"]
