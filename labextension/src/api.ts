@@ -116,6 +116,7 @@ export interface IPipelineRun {
   updated_at: string | null;
   variables: JSONObject | null;
   event_variables?: JSONObject | null;
+  metrics?: { error?: unknown; [key: string]: unknown } | null;
   block_runs?: IBlockRun[];
   executed_notebook?: string | null;
   pipeline_schedule_name?: string | null;
@@ -139,6 +140,13 @@ export interface IRunsPage {
 
 /** Run statuses after which nothing changes any more. */
 export const FINAL_RUN_STATUSES = ['completed', 'failed', 'cancelled'];
+
+/** Block-run statuses after which nothing changes any more. */
+export const FINAL_BLOCK_STATUSES = [
+  ...FINAL_RUN_STATUSES,
+  'upstream_failed',
+  'condition_failed'
+];
 
 /**
  * The API client, bound to the application's server settings.
@@ -167,10 +175,13 @@ export class MageAPI {
   async setPipelineVariables(
     uuid: string,
     variables: JSONObject
-  ): Promise<void> {
-    await this._send('PUT', `mage/pipelines/${encodeUuid(uuid)}/variables`, {
-      variables
-    });
+  ): Promise<IPipeline> {
+    const data = await this._send<{ pipeline: IPipeline }>(
+      'PUT',
+      `mage/pipelines/${encodeUuid(uuid)}/variables`,
+      { variables }
+    );
+    return data.pipeline;
   }
 
   /** List a pipeline's triggers. */
@@ -212,8 +223,9 @@ export class MageAPI {
   }
 
   /** Delete a trigger (its runs are kept). */
-  async deleteTrigger(id: number): Promise<void> {
+  async deleteTrigger(id: number): Promise<true> {
     await this._send('DELETE', `api/pipeline_schedules/${id}`);
+    return true;
   }
 
   /** Start a run of a trigger now, as the logged-in user. */

@@ -9,6 +9,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { IDisposable } from '@lumino/disposable';
 
 import {
+  FINAL_BLOCK_STATUSES,
   FINAL_RUN_STATUSES,
   IPipeline,
   IPipelineRun,
@@ -256,9 +257,7 @@ export class MageModel implements IDisposable {
       this._run.id !== runId ||
       !FINAL_RUN_STATUSES.includes(this._run.status) ||
       (this._run.block_runs ?? []).some(
-        b =>
-          !FINAL_RUN_STATUSES.includes(b.status) &&
-          b.status !== 'upstream_failed'
+        b => !FINAL_BLOCK_STATUSES.includes(b.status)
       )
     ) {
       jobs.push(

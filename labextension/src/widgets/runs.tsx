@@ -4,7 +4,12 @@
 import * as React from 'react';
 import { Dialog, showDialog } from '@jupyterlab/apputils';
 
-import { FINAL_RUN_STATUSES, IBlockLog, IBlockRun, IPipelineRun } from '../api';
+import {
+  FINAL_BLOCK_STATUSES,
+  IBlockLog,
+  IBlockRun,
+  IPipelineRun
+} from '../api';
 import { reportError } from '../model';
 import { errorText, formatDuration, formatTime, stripAnsi } from '../utils';
 import { Button, Section, StatusBadge } from './components';
@@ -146,6 +151,11 @@ export function RunView(props: { ctx: IViewContext }): JSX.Element {
           <code>{JSON.stringify(run.variables ?? {})}</code>
         </dd>
       </dl>
+      {errorText(run.metrics?.error) && (
+        <pre className="jp-mage-Code jp-mage-Traceback jp-mage-RunError">
+          {stripAnsi(errorText(run.metrics?.error))}
+        </pre>
+      )}
       <div className="jp-mage-Toolbar">
         {active && (
           <Button
@@ -221,7 +231,7 @@ function BlockRunItem(props: {
         err =>
           live && reportError(trans, trans.__('Loading the block log'), err)
       );
-    if (FINAL_RUN_STATUSES.includes(br.status)) {
+    if (FINAL_BLOCK_STATUSES.includes(br.status)) {
       model.api
         .blockOutputs(br.id)
         .then(o => live && setOutputs(o))
