@@ -1251,8 +1251,12 @@ async def main_async(opts: Options) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
-    with sigterm_as_interrupt():
-        report = asyncio.run(main_async(opts))
+    try:
+        with sigterm_as_interrupt():
+            report = asyncio.run(main_async(opts))
+    except KeyboardInterrupt:
+        say("interrupted; the servers and kernels started here were stopped")
+        return 130
     print(report)
     if opts.out is not None:
         opts.out.write_text(report, encoding="utf-8")
