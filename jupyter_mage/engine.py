@@ -503,9 +503,17 @@ class KernelEngine(LoggingConfigurable):
     ) -> None:
         """Close every open block run, write the executed notebook, set the run's status."""
         failed_block = False
+        culprit = None
+        if active.failure is not None and not active.cancel_requested:
+            # The block that was executing when the kernel died or the run timed out. A kernel
+            # that dies at once can lose its last iopub messages (even "block_started"), so
+            # without a running block it is the first open one: blocks run in this order.
+            open_states = [st for st in states.values() if st.status not in BLOCK_FINISHED]
+            running = [st for st in open_states if st.status == "running"]
+            culprit = (running or open_states or [None])[0]
         for state in states.values():
             if state.status not in BLOCK_FINISHED:
-                if state.status == "running" and not active.cancel_requested:
+                if state is culprit:
                     reason = active.failure or "the block did not finish"
                     logs = "".join(state.log) + f"\n{reason}\n"
                     await self.board.block(
