@@ -102,9 +102,9 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(_error_body(status_code, error_type, message)))
 
-    async def find_trigger(self, trigger_id: str) -> dict[str, Any]:
+    async def find_trigger(self, trigger_id: str, with_stats: bool = True) -> dict[str, Any]:
         """A trigger by path id, or 404."""
-        trigger = await self.mage.store.get_trigger(parse_id(trigger_id, "trigger"))
+        trigger = await self.mage.store.get_trigger(parse_id(trigger_id, "trigger"), with_stats)
         if trigger is None:
             raise ApiError(404, "not_found", f"trigger {trigger_id} not found")
         return trigger
@@ -358,7 +358,7 @@ class TriggerRunsHandler(MageHandler):
     @web.authenticated
     @authorized
     async def post(self, trigger_id: str) -> None:
-        await self.accept_run(await self.find_trigger(trigger_id))
+        await self.accept_run(await self.find_trigger(trigger_id, with_stats=False))
 
 
 class _TokenTriggerHandler(MageHandler):
@@ -369,7 +369,7 @@ class _TokenTriggerHandler(MageHandler):
         return None
 
     async def trigger_with_token(self, trigger_id: str, token: str | None) -> None:
-        trigger = await self.find_trigger(trigger_id)
+        trigger = await self.find_trigger(trigger_id, with_stats=False)
         # Token first: a wrong token learns nothing about the trigger's type or status.
         if not token or not hmac.compare_digest(token.encode(), trigger["token"].encode()):
             raise ApiError(403, "invalid_token", "invalid token for this trigger")

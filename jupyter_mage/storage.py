@@ -326,16 +326,19 @@ class Store:
             s.flush()
             return trigger_to_dict(trigger)
 
-    async def get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
-        """One trigger with its run statistics, or None."""
-        return await self._call(self._get_trigger, trigger_id)
+    async def get_trigger(self, trigger_id: int, with_stats: bool = True) -> dict[str, Any] | None:
+        """One trigger, or None; ``with_stats`` adds its run count and last run status.
 
-    def _get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+        The trigger routes skip the statistics: two aggregate queries on every trigger call.
+        """
+        return await self._call(self._get_trigger, trigger_id, with_stats)
+
+    def _get_trigger(self, trigger_id: int, with_stats: bool) -> dict[str, Any] | None:
         with self._sessions() as s:
             trigger = s.get(Trigger, trigger_id)
             if trigger is None:
                 return None
-            stats = self._run_stats(s, [trigger_id])
+            stats = self._run_stats(s, [trigger_id]) if with_stats else {}
             return trigger_to_dict(trigger, *stats.get(trigger_id, (0, None)))
 
     async def list_triggers(self, pipeline_uuid: str | None = None) -> list[dict[str, Any]]:
