@@ -445,22 +445,44 @@ class KernelEngine(LoggingConfigurable):
         events: asyncio.Queue[tuple[str, dict[str, Any]] | None],
         states: dict[str, BlockState],
     ) -> None:
-        """Write block events in the order the kernel sent them."""
-        while (item := await events.get()) is not None:
-            kind, event = item
-            state = states.get(event.get("block", ""))
-            if state is None:
+        """Write block events in the order the kernel sent them, a batch per transaction."""
+        finished = False
+        while not finished:
+            batch = [await events.get()]
+            while not events.empty():
+                batch.append(events.get_nowait())
+            changes: list[tuple[int, str, str, dict[str, Any]]] = []
+            targets: list[tuple[BlockState, str]] = []
+            for item in batch:
+                if item is None:
+                    finished = True
+                    break
+                kind, event = item
+                state = states.get(event.get("block", ""))
+                if state is None:
+                    continue
+                if kind == "block_started":
+                    changes.append((state.block_run_id, "running", "", {}))
+                    targets.append((state, "running"))
+                elif kind == "block_finished":
+                    status, logs, values = self._finished_change(state, event)
+                    changes.append((state.block_run_id, status, logs, values))
+                    targets.append((state, status))
+            if not changes:
                 continue
             try:
-                if kind == "block_started":
-                    if await self.board.block(state.block_run_id, "running"):
-                        state.status = "running"
-                elif kind == "block_finished":
-                    await self._record_finished(state, event)
-            except Exception:  # a bad event must not stop the run's bookkeeping
-                self.log.exception("recording %s failed", kind)
+                applied = await self.board.blocks(changes)
+            except Exception:  # a failed write must not stop the run's bookkeeping
+                self.log.exception("recording block events failed")
+                continue
+            for (state, status), ok in zip(targets, applied, strict=True):
+                if ok:
+                    state.status = status
 
-    async def _record_finished(self, state: BlockState, event: dict[str, Any]) -> None:
+    def _finished_change(
+        self, state: BlockState, event: dict[str, Any]
+    ) -> tuple[str, str, dict[str, Any]]:
+        """Status, log text and columns of a ``block_finished`` event."""
         status = event["status"]
         values: dict[str, Any] = {}
         metrics: dict[str, Any] = {}
@@ -490,8 +512,7 @@ class KernelEngine(LoggingConfigurable):
             values["metrics"] = metrics
         logs = "".join(state.log)
         state.log.clear()
-        if await self.board.block(state.block_run_id, status, logs=logs, **values):
-            state.status = status
+        return status, logs, values
 
     async def _finish(
         self,

@@ -71,16 +71,17 @@ class StatusBoard:
         self, block_run_id: int, status: str, logs: str = "", **values: Any
     ) -> dict[str, Any] | None:
         """Move a block run to ``status`` (appending ``logs``); None if not allowed."""
-        values["status"] = status
-        if status == "running":
-            values.setdefault("started_at", utcnow())
-            values.setdefault("completed_at", None)
-        elif status in BLOCK_FINISHED:
-            values.setdefault("completed_at", utcnow())
-        elif status == "initial":
-            values.update(started_at=None, completed_at=None, metrics=None, outputs=None, logs="")
         return await self.store.transition_block_run(
-            block_run_id, BLOCK_TRANSITIONS[status], values, logs
+            block_run_id, BLOCK_TRANSITIONS[status], _block_values(status, values), logs
+        )
+
+    async def blocks(self, changes: list[tuple[int, str, str, dict[str, Any]]]) -> list[bool]:
+        """Several ``(block_run_id, status, logs, values)`` moves, in order, in one transaction."""
+        return await self.store.transition_block_runs(
+            [
+                (block_run_id, list(BLOCK_TRANSITIONS[status]), _block_values(status, values), logs)
+                for block_run_id, status, logs, values in changes
+            ]
         )
 
     def watch(self, run_id: int) -> asyncio.Future[str]:
@@ -102,3 +103,16 @@ class StatusBoard:
             for future in self._finish_waiters.get(run_id, ()):
                 if not future.done():
                     future.set_result(status)
+
+
+def _block_values(status: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The columns a block run's move to ``status`` writes, timestamps included."""
+    values = {**values, "status": status}
+    if status == "running":
+        values.setdefault("started_at", utcnow())
+        values.setdefault("completed_at", None)
+    elif status in BLOCK_FINISHED:
+        values.setdefault("completed_at", utcnow())
+    elif status == "initial":
+        values.update(started_at=None, completed_at=None, metrics=None, outputs=None, logs="")
+    return values

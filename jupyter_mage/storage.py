@@ -630,6 +630,25 @@ class Store:
             self._transition, BlockRun, block_run_id, list(allowed_from), values, logs
         )
 
+    async def transition_block_runs(
+        self, changes: list[tuple[int, list[str], dict[str, Any], str]]
+    ) -> list[bool]:
+        """Several block-run transitions ``(id, allowed_from, values, logs)`` in one transaction.
+
+        Events of a run that arrive together (a fast block's start and end) cost one commit.
+        Returns, per change, whether it applied.
+        """
+        return await self._call(self._transition_block_runs, changes)
+
+    def _transition_block_runs(
+        self, changes: list[tuple[int, list[str], dict[str, Any], str]]
+    ) -> list[bool]:
+        with self._sessions.begin() as s:
+            return [
+                self._update_if(s, BlockRun, row_id, allowed, values, logs)
+                for row_id, allowed, values, logs in changes
+            ]
+
     def _transition(
         self,
         model: type[Run | BlockRun],
@@ -639,20 +658,31 @@ class Store:
         logs: str = "",
     ) -> dict[str, Any] | None:
         with self._sessions.begin() as s:
-            values = {**values, "updated_at": utcnow()}
-            if logs:
-                values["logs"] = func.coalesce(BlockRun.logs, "") + logs
-            changed = s.execute(
-                update(model)
-                .where(model.id == row_id, model.status.in_(allowed_from))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if changed.rowcount != 1:
+            if not self._update_if(s, model, row_id, allowed_from, values, logs):
                 return None
             row = s.get(model, row_id, populate_existing=True)
             assert row is not None
             return run_to_dict(row) if isinstance(row, Run) else block_run_to_dict(row)
+
+    @staticmethod
+    def _update_if(
+        s: Session,
+        model: type[Run | BlockRun],
+        row_id: int,
+        allowed_from: list[str],
+        values: dict[str, Any],
+        logs: str,
+    ) -> bool:
+        values = {**values, "updated_at": utcnow()}
+        if logs:
+            values["logs"] = func.coalesce(BlockRun.logs, "") + logs
+        changed = s.execute(
+            update(model)
+            .where(model.id == row_id, model.status.in_(allowed_from))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(changed.rowcount == 1)
 
     async def fail_interrupted_runs(self, reason: str) -> list[int]:
         """Runs left ``running`` by a server that stopped: mark them failed with ``reason``."""
