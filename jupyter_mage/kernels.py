@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,9 @@ class KernelPool:
         self.log = log
         self._ready: dict[str, list[KernelHandle]] = {}
         self._filling: dict[str, asyncio.Task[None]] = {}
+        # Kernel starts are CPU-bound (an interpreter and its imports): more at once than there
+        # are cores only thrashes, and it widens the window of concurrent port picking.
+        self._starting = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
         self._stopped = False
 
     def ready_count(self, kernel_name: str) -> int:
@@ -121,16 +125,20 @@ class KernelPool:
 
     async def start(self, kernel_name: str) -> KernelHandle:
         """Start a kernel in the root dir and wait until it answers."""
-        kernel_id = await ensure_async(
-            self.kernel_manager.start_kernel(kernel_name=kernel_name, path="")
-        )
-        try:
-            client = self.kernel_manager.get_kernel(kernel_id).client()
-            await ensure_async(client.start_channels())
-            await client.wait_for_ready(timeout=self.startup_timeout)
-        except BaseException:
-            await self.shutdown(kernel_id)
-            raise
+        async with self._starting:
+            kernel_id = await ensure_async(
+                self.kernel_manager.start_kernel(kernel_name=kernel_name, path="")
+            )
+            client = None
+            try:
+                client = self.kernel_manager.get_kernel(kernel_id).client()
+                await ensure_async(client.start_channels())
+                await client.wait_for_ready(timeout=self.startup_timeout)
+            except BaseException:
+                if client is not None:
+                    client.stop_channels()
+                await self.shutdown(kernel_id)
+                raise
         return KernelHandle(kernel_id, client, kernel_name)
 
     async def recycle(self, handle: KernelHandle, reuse_key: str) -> None:
