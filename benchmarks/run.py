@@ -417,7 +417,7 @@ class Server:
         below = [(pid, table[pid][2]) for pid in descendants(self.proc.pid, table)]
         self.proc.send_signal(signal.SIGTERM)  # the server shuts its kernels down
         try:
-            await asyncio.to_thread(self.proc.wait, 30)
+            await asyncio.to_thread(self.proc.wait, 15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             await asyncio.to_thread(self.proc.wait)
@@ -453,6 +453,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+class ServerNotAnswering(RuntimeError):
+    """A request got no answer in time: the server's event loop is blocked or it is gone."""
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection: the leanest client asyncio allows.
 
@@ -467,7 +471,16 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes, timeout: float = 30.0
+    ) -> tuple[int, bytes]:
+        """Send one request; a server that does not answer within ``timeout`` is an error."""
+        try:
+            return await asyncio.wait_for(self._request(method, path, body), timeout)
+        except asyncio.TimeoutError:
+            raise ServerNotAnswering(f"no answer to {method} within {timeout:.0f} s") from None
+
+    async def _request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
@@ -516,7 +529,10 @@ class Trigger:
 
     async def post(self, wait: bool, connection: Connection | None = None) -> tuple[int, bytes]:
         path = self.path + (f"?wait={WAIT_SECONDS}" if wait else "")
-        return await (connection or self.connection).request("POST", path, RUN_BODY.encode())
+        timeout = WAIT_SECONDS + 30 if wait else 30
+        return await (connection or self.connection).request(
+            "POST", path, RUN_BODY.encode(), timeout
+        )
 
     async def run_to_end(self) -> tuple[float, dict[str, Any], float]:
         """Trigger one run; return (seconds until its final status was seen, the run, the
@@ -722,6 +738,9 @@ async def post_load(trigger: Trigger, requests: int, clients: int) -> Load:
             t0 = time.perf_counter()
             try:
                 status, body = await trigger.post(wait=False, connection=connection)
+            except ServerNotAnswering:
+                load.errors += 1
+                break  # a hung server would only repeat this for every remaining request
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 load.errors += 1
                 continue
@@ -1235,28 +1254,63 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-async def main_async(opts: Options) -> str:
-    bench = Bench(opts)
+async def main_async(bench: Bench) -> str:
     try:
         return await bench.run()
-    except BaseException:
+    except BaseException as exc:
         for server in bench.servers:
-            if server.proc is not None and server.proc.poll() is not None:
-                say(f"server {server.label} log:\n{server.log_tail()}")
+            if server.proc is None:
+                continue
+            if server.proc.poll() is not None:
+                say(f"server {server.label} exited; its log:\n{server.log_tail()}")
+            elif isinstance(exc, (ServerNotAnswering, httpx.TimeoutException)):
+                say(f"server {server.label} is not answering; where it is stuck:")
+                say(where_stuck(server.pid))
         raise
     finally:
         say("cleaning up")
         await asyncio.shield(bench.close())
 
 
+def where_stuck(pid: int) -> str:
+    """The threads' stacks of a live process, if py-spy is installed (``pip install py-spy``)."""
+    if shutil.which("py-spy") is None:
+        return "(install py-spy to see the stacks)"
+    argv = ["py-spy", "dump", "--pid", str(pid)]
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+    return (result.stdout or result.stderr)[:6000]
+
+
+def kill_leftovers(bench: Bench) -> None:
+    """Last resort, outside the event loop: kill servers (and their kernels) still running.
+
+    ``close()`` stops them gracefully, but an interrupt can cancel it, and a server whose event
+    loop is blocked never acts on SIGTERM.
+    """
+    for server in bench.servers:
+        if server.proc is None or server.proc.poll() is not None:
+            continue
+        table = _proc_table()
+        below = [(pid, table[pid][2]) for pid in descendants(server.proc.pid, table)]
+        server.proc.kill()
+        server.proc.wait()
+        for pid, start in below:
+            _kill_exact(pid, start, signal.SIGKILL)
+    if not bench.opts.keep:
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
+    bench = Bench(opts)
     try:
         with sigterm_as_interrupt():
-            report = asyncio.run(main_async(opts))
+            report = asyncio.run(main_async(bench))
     except KeyboardInterrupt:
         say("interrupted; the servers and kernels started here were stopped")
         return 130
+    finally:
+        kill_leftovers(bench)
     print(report)
     if opts.out is not None:
         opts.out.write_text(report, encoding="utf-8")
