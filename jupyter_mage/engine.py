@@ -42,6 +42,8 @@ def __jupyter_mage_bootstrap(source, digest, plan, cwd):
     import os, sys, types
     module = sys.modules.get('_jupyter_mage_runtime')
     if getattr(module, '__digest__', None) != digest:
+        if source is None:
+            raise RuntimeError('jupyter-mage: the warm kernel lost its run-time')
         module = types.ModuleType('_jupyter_mage_runtime')
         exec(compile(source, '<jupyter-mage runtime>', 'exec'), module.__dict__)
         module.__digest__ = digest
@@ -58,16 +60,18 @@ finally:
 """
 
 
-def kernel_code(payload: dict[str, Any] | None, cwd: str = "") -> str:
+def kernel_code(payload: dict[str, Any] | None, cwd: str = "", preloaded: bool = False) -> str:
     """The execute request of a run: the runtime's source and the plan, both as string literals.
 
     Nothing from the request is spliced into code: the plan is JSON text inside a Python string
     literal (``repr`` of a ``str`` is always a valid, inert literal) and is decoded by
     ``json.loads`` inside the kernel. ``cwd`` (the notebook's folder, relative to the root dir
-    where kernels start) is a literal too. ``payload=None`` only loads the runtime (warm-up).
+    where kernels start) is a literal too. ``payload=None`` only loads the runtime (warm-up);
+    ``preloaded`` leaves the runtime's 30 kB source out (a warm kernel has it already).
     """
     plan = None if payload is None else json.dumps(payload, allow_nan=False)
-    return _BOOTSTRAP.format(source=RUNTIME_SOURCE, digest=RUNTIME_DIGEST, plan=plan, cwd=cwd)
+    source = None if preloaded else RUNTIME_SOURCE
+    return _BOOTSTRAP.format(source=source, digest=RUNTIME_DIGEST, plan=plan, cwd=cwd)
 
 
 @dataclass
@@ -253,7 +257,7 @@ class KernelEngine(LoggingConfigurable):
             handle = await self.kernels.acquire(pipeline.kernel_name or self.kernel_name, reuse_key)
             active.kernel_id = handle.kernel_id
             cwd = Path(pipeline.path).parent.as_posix()
-            code = kernel_code(payload, "" if cwd == "." else cwd)
+            code = kernel_code(payload, "" if cwd == "." else cwd, preloaded=handle.preloaded)
             await self._run_in_kernel(active, handle, code, on_message, plan["trigger_settings"])
         except asyncio.CancelledError:
             if not active.cancel_requested and active.failure is None:

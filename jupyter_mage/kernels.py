@@ -48,6 +48,8 @@ class KernelHandle:
     kernel_id: str
     client: Any
     kernel_name: str = ""
+    #: The warm-up code ran: the run-time is loaded in the kernel.
+    preloaded: bool = False
 
 
 class KernelPool:
@@ -209,6 +211,7 @@ class KernelPool:
                     if reply["content"]["status"] != "ok":
                         await self.discard(handle)
                         raise RuntimeError("warm-up code failed")
+                    handle.preloaded = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
