@@ -268,15 +268,15 @@ class KernelEngine(LoggingConfigurable):
         finally:
             events.put_nowait(None)
             await recorder
+        try:
+            await self._finish(plan, pipeline, blocks, states, active)
+        finally:
             if handle is not None:
+                # After the final status: a kernel shutdown can stall seconds, and neither it
+                # nor the pool's refill should delay the run's answer.
                 clean = not (active.failure or active.cancel_requested or active.timeout_status)
-                if self.kernels.reuse and clean:
-                    self._spawn(self.kernels.recycle(handle, pipeline.uuid))
-                else:
-                    # Graceful shutdowns sometimes stall seconds: keep them off the run's path.
-                    self._spawn(self.kernels.discard(handle))
-
-        await self._finish(plan, pipeline, blocks, states, active)
+                reuse_key = pipeline.uuid if self.kernels.reuse and clean else None
+                self._spawn(self.kernels.release(handle, reuse_key))
 
     async def _run_in_kernel(
         self,

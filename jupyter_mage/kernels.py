@@ -26,6 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import zmq.asyncio
 from jupyter_core.utils import ensure_async
 
 # Run in a reused kernel between two runs: forget the run's names, go back to the root dir,
@@ -39,6 +40,10 @@ for _name in [n for n in _logging.Logger.manager.loggerDict if n.startswith('jup
     del _logging.Logger.manager.loggerDict[_name]
 get_ipython().reset(new_session=False)
 """
+
+
+#: Idle reused kernels kept at most (or the pool size, if larger); the oldest goes first.
+REUSE_LIMIT = 4
 
 
 @dataclass
@@ -93,6 +98,9 @@ class KernelPool:
         # are cores only thrashes, and it widens the window of concurrent port picking.
         self._starting = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
         self._stopped = False
+        # One ZMQ context for every client of ours: by default each client makes its own
+        # (an I/O thread and file descriptors) and frees it only when garbage-collected.
+        self._context = zmq.asyncio.Context()
 
     def ready_count(self, kernel_name: str) -> int:
         """Kernels waiting in the pool for this spec."""
@@ -109,13 +117,26 @@ class KernelPool:
                 await self.discard(handle)
         ready = self._ready.setdefault(kernel_name, [])
         while ready:
+            # The pool is topped up when the run releases this kernel (see release): a new
+            # kernel starting now would take CPU from the run on a small machine.
             handle = ready.pop(0)
-            self.refill(kernel_name)
             if await self._usable(handle):
                 return handle
             await self.discard(handle)  # culled or died while idle
         self.refill(kernel_name)
         return await self.start(kernel_name)
+
+    async def release(self, handle: KernelHandle, reuse_key: str | None = None) -> None:
+        """A run is done with its kernel: refill the pool, then recycle or shut the kernel down.
+
+        ``reuse_key`` (a pipeline uuid, reuse mode only) keeps the kernel, reset, for that
+        pipeline's next run.
+        """
+        self.refill(handle.kernel_name)
+        if reuse_key is not None:
+            await self.recycle(handle, reuse_key)
+        else:
+            await self.discard(handle)
 
     def refill(self, kernel_name: str) -> None:
         """Top the pool up in the background (no-op when full, filling or disabled)."""
@@ -133,7 +154,7 @@ class KernelPool:
             )
             client = None
             try:
-                client = self.kernel_manager.get_kernel(kernel_id).client()
+                client = self.kernel_manager.get_kernel(kernel_id).client(context=self._context)
                 await ensure_async(client.start_channels())
                 await client.wait_for_ready(timeout=self.startup_timeout)
             except BaseException:
@@ -164,7 +185,7 @@ class KernelPool:
         self._reusable[reuse_key] = handle
         if previous is not None:
             await self.discard(previous)
-        while len(self._reusable) > max(1, self.size):
+        while len(self._reusable) > max(REUSE_LIMIT, self.size):
             _, oldest = self._reusable.popitem(last=False)
             await self.discard(oldest)
 
@@ -185,14 +206,20 @@ class KernelPool:
     async def stop(self) -> None:
         """Stop refilling and shut the idle kernels down."""
         self._stopped = True
-        for task in self._filling.values():
-            task.cancel()
-        await asyncio.gather(*self._filling.values(), return_exceptions=True)
+        # Let a start in progress finish (the fill loop then shuts its kernel down): cancelling
+        # it mid-launch would leave a kernel process nobody owns.
+        filling = [t for t in self._filling.values() if not t.done()]
+        if filling:
+            _, late = await asyncio.wait(filling, timeout=self.startup_timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*filling, return_exceptions=True)
         idle = [h for handles in self._ready.values() for h in handles]
         idle += self._reusable.values()
         self._ready.clear()
         self._reusable.clear()
         await asyncio.gather(*(self.discard(h) for h in idle), return_exceptions=True)
+        self._context.destroy(linger=0)
 
     async def _fill(self, kernel_name: str) -> None:
         ready = self._ready.setdefault(kernel_name, [])
