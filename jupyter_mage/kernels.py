@@ -42,6 +42,8 @@ get_ipython().reset(new_session=False)
 """
 
 
+#: Seconds between a run's end and the release of its kernel (shutdown or reset, refill).
+RELEASE_DELAY = 0.1
 #: Idle reused kernels kept at most (or the pool size, if larger); the oldest goes first.
 REUSE_LIMIT = 4
 
@@ -132,6 +134,8 @@ class KernelPool:
         ``reuse_key`` (a pipeline uuid, reuse mode only) keeps the kernel, reset, for that
         pipeline's next run.
         """
+        # A moment first: whoever waits for the run (?wait) gets the answer before this work.
+        await asyncio.sleep(RELEASE_DELAY)
         self.refill(handle.kernel_name)
         if reuse_key is not None:
             await self.recycle(handle, reuse_key)
