@@ -184,14 +184,19 @@ class KernelEngine(LoggingConfigurable):
         return True
 
     async def shutdown(self) -> None:
-        """Stop every active run (server stopping), the pool, and wait for kernel shutdowns."""
-        await self.kernels.stop()
+        """Stop every active run (server stopping), wait for kernel releases, stop the pool."""
+        self.kernels.closing = True
         for active in list(self._active.values()):
             active.failure = "the server stopped during the run"
             if active.execute_task is not None:
                 active.execute_task.cancel()
+        for _ in range(100):  # the stopped runs record their end and release their kernels
+            if not self._active:
+                break
+            await asyncio.sleep(0.1)
         if self._background:
             await asyncio.wait(self._background, timeout=10)
+        await self.kernels.stop()
 
     # -- one run -----------------------------------------------------------------------------
 

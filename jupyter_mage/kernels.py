@@ -100,6 +100,8 @@ class KernelPool:
         # are cores only thrashes, and it widens the window of concurrent port picking.
         self._starting = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
         self._stopped = False
+        #: Set when the server stops: no more refills or reuse, released kernels shut down.
+        self.closing = False
         # One ZMQ context for every client of ours: by default each client makes its own
         # (an I/O thread and file descriptors) and frees it only when garbage-collected.
         self._context = zmq.asyncio.Context()
@@ -135,16 +137,17 @@ class KernelPool:
         pipeline's next run.
         """
         # A moment first: whoever waits for the run (?wait) gets the answer before this work.
-        await asyncio.sleep(RELEASE_DELAY)
+        if not self.closing:
+            await asyncio.sleep(RELEASE_DELAY)
         self.refill(handle.kernel_name)
-        if reuse_key is not None:
+        if reuse_key is not None and not self.closing:
             await self.recycle(handle, reuse_key)
         else:
             await self.discard(handle)
 
     def refill(self, kernel_name: str) -> None:
         """Top the pool up in the background (no-op when full, filling or disabled)."""
-        if self.size <= 0 or self._stopped:
+        if self.size <= 0 or self._stopped or self.closing:
             return
         task = self._filling.get(kernel_name)
         if task is None or task.done():
