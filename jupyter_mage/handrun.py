@@ -120,16 +120,7 @@ def on_failure(fn: Any) -> Any:
 
 
 DECORATORS: dict[str, Callable[..., Any]] = {
-    "data_loader": data_loader,
-    "transformer": transformer,
-    "data_exporter": data_exporter,
-    "custom": custom,
-    "sensor": sensor,
-    "test": test,
-    "condition": condition,
-    "callback": callback,
-    "on_success": on_success,
-    "on_failure": on_failure,
+    name: globals()[name] for name in runtime.DECORATOR_NAMES
 }
 
 

@@ -328,12 +328,14 @@ def _upstream_tags(tags: list[str]) -> list[str] | None:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
-def _decorated_function_name(source: str, decorators: tuple[str, ...]) -> str | None:
-    """Name of the first function decorated with one of ``decorators``, if the code parses."""
+def _decorations(source: str) -> list[tuple[str, str]]:
+    """``(function name, decorator name)`` of the top-level functions, in order (none if the
+    code does not parse)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return None
+        return []
+    found = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             for deco in node.decorator_list:
@@ -341,29 +343,22 @@ def _decorated_function_name(source: str, decorators: tuple[str, ...]) -> str | 
                 name = (
                     target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
                 )
-                if name in decorators:
-                    return node.name
-    return None
+                found.append((node.name, name))
+    return found
+
+
+def _decorated_function_name(source: str, decorators: tuple[str, ...]) -> str | None:
+    """Name of the first function decorated with one of ``decorators``, if the code parses."""
+    return next((fn for fn, deco in _decorations(source) if deco in decorators), None)
 
 
 def decorated_function_names(source: str) -> list[str]:
     """Names of the functions decorated with a block, test or add-on decorator, in order."""
     known = {*RUNNABLE_TYPES, "test", *(d for ds in _ADDON_DECORATORS.values() for d in ds)}
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    names = []
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            for deco in node.decorator_list:
-                target = deco.func if isinstance(deco, ast.Call) else deco
-                name = (
-                    target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
-                )
-                if name in known:
-                    names.append(node.name)
-                    break
+    names: list[str] = []
+    for fn, deco in _decorations(source):
+        if deco in known and fn not in names:
+            names.append(fn)
     return names
 
 

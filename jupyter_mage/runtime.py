@@ -97,18 +97,20 @@ sensor = _marker("sensor")
 test = _marker("test")
 condition = _marker("condition")
 
-DECORATORS: dict[str, Callable[..., Any]] = {
-    "data_loader": data_loader,
-    "transformer": transformer,
-    "data_exporter": data_exporter,
-    "custom": custom,
-    "sensor": sensor,
-    "test": test,
-    "condition": condition,
-    "callback": callback,
-    "on_success": on_success,
-    "on_failure": on_failure,
-}
+#: The decorators predefined in a block's namespace (hand runs define their own variants).
+DECORATOR_NAMES = (
+    "data_loader",
+    "transformer",
+    "data_exporter",
+    "custom",
+    "sensor",
+    "test",
+    "condition",
+    "callback",
+    "on_success",
+    "on_failure",
+)
+DECORATORS: dict[str, Callable[..., Any]] = {name: globals()[name] for name in DECORATOR_NAMES}
 #: Set in a block's namespace during a triggered run (hand-run decorators look for it).
 RUN_NAMESPACE_KEY = "__jupyter_mage_block__"
 
