@@ -34,6 +34,8 @@ from .variables import merge_variables, parse_time, system_keys
 
 RUNTIME_SOURCE = Path(runtime.__file__).read_text(encoding="utf-8")
 RUNTIME_DIGEST = hashlib.sha256(RUNTIME_SOURCE.encode()).hexdigest()[:16]
+#: Seconds between checks that a run's kernel is still alive.
+WATCH_INTERVAL = 0.5
 
 # Loads the runtime as a private module (once per kernel: warm kernels have it preloaded), then
 # runs the plan. Every argument is a string literal made with repr().
@@ -292,68 +294,48 @@ class KernelEngine(LoggingConfigurable):
         settings: dict[str, Any],
     ) -> None:
         kernel = self.kernel_manager.get_kernel(handle.kernel_id)
-        client = handle.client
-        died = asyncio.Event()
-
-        def on_restart() -> None:
-            died.set()
-
-        # Local kernels have a restarter; a dead kernel is reported through it at once.
-        watches_restarts = hasattr(kernel, "add_restart_callback")
-        if watches_restarts:
-            kernel.add_restart_callback(on_restart, "restart")
-            kernel.add_restart_callback(on_restart, "dead")
-        try:
-            if active.cancel_requested:
-                return
-            active.execute_task = asyncio.ensure_future(
-                client.execute_interactive(
-                    code,
-                    store_history=False,
-                    allow_stdin=False,
-                    stop_on_error=False,
-                    output_hook=on_message,
-                    timeout=None,
-                )
+        if active.cancel_requested:
+            return
+        active.execute_task = asyncio.ensure_future(
+            handle.client.execute_interactive(
+                code,
+                store_history=False,
+                allow_stdin=False,
+                stop_on_error=False,
+                output_hook=on_message,
+                timeout=None,
             )
-            watchdog = asyncio.ensure_future(self._watch_kernel(kernel, died))
-            timeout = settings.get("timeout")
-            try:
+        )
+        watchdog = asyncio.ensure_future(self._watch_kernel(kernel))
+        timeout = settings.get("timeout")
+        try:
+            done, _ = await asyncio.wait(
+                {active.execute_task, watchdog},
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:  # the run's own timeout (trigger setting "timeout", seconds)
+                active.timeout_status = settings.get("timeout_status") or "failed"
+                active.failure = f"the run timed out after {timeout:g} s"
+                await self._interrupt_then_kill(active)
                 done, _ = await asyncio.wait(
-                    {active.execute_task, watchdog},
-                    timeout=timeout,
-                    return_when=asyncio.FIRST_COMPLETED,
+                    {active.execute_task, watchdog}, return_when=asyncio.FIRST_COMPLETED
                 )
-                if not done:  # the run's own timeout (trigger setting "timeout", seconds)
-                    active.timeout_status = settings.get("timeout_status") or "failed"
-                    active.failure = f"the run timed out after {timeout:g} s"
-                    await self._interrupt_then_kill(active)
-                    done, _ = await asyncio.wait(
-                        {active.execute_task, watchdog}, return_when=asyncio.FIRST_COMPLETED
-                    )
-            finally:
-                watchdog.cancel()
-            if active.execute_task not in done:
-                active.execute_task.cancel()
-                if not active.cancel_requested:
-                    active.failure = active.failure or "the kernel died during the run"
-            else:
-                active.execute_task.result()
         finally:
-            for event in ("restart", "dead") if watches_restarts else ():
-                try:
-                    kernel.remove_restart_callback(on_restart, event)
-                except (ValueError, KeyError):
-                    pass
+            watchdog.cancel()
+        if active.execute_task not in done:
+            active.execute_task.cancel()
+            if not active.cancel_requested:
+                active.failure = active.failure or "the kernel died during the run"
+        else:
+            active.execute_task.result()
 
-    async def _watch_kernel(self, kernel: Any, died: asyncio.Event) -> None:
-        # A dead kernel never answers: detect it instead of waiting forever on iopub.
-        while not died.is_set():
-            try:
-                await asyncio.wait_for(died.wait(), timeout=0.5)
-            except asyncio.TimeoutError:
-                if not await ensure_async(kernel.is_alive()):
-                    return
+    @staticmethod
+    async def _watch_kernel(kernel: Any) -> None:
+        # A dead kernel never answers: detect it instead of waiting forever on iopub. (Run
+        # kernels have no restarter: see KernelPool.start.)
+        while await ensure_async(kernel.is_alive()):
+            await asyncio.sleep(WATCH_INTERVAL)
 
     async def _interrupt_then_kill(self, active: ActiveRun) -> None:
         kernel_id = active.kernel_id

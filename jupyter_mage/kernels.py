@@ -24,6 +24,7 @@ import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from queue import Empty
 from typing import Any
 
 import zmq.asyncio
@@ -44,8 +45,16 @@ get_ipython().reset(new_session=False)
 
 #: Seconds between a run's end and the release of its kernel (shutdown or reset, refill).
 RELEASE_DELAY = 0.1
+#: Starts of a kernel that dies while starting, before the run fails.
+START_ATTEMPTS = 3
+#: Seconds between checks that a starting kernel is still alive.
+READY_POLL = 0.25
 #: Idle reused kernels kept at most (or the pool size, if larger); the oldest goes first.
 REUSE_LIMIT = 4
+
+
+class KernelDied(RuntimeError):
+    """The kernel process exited before it was ready."""
 
 
 @dataclass
@@ -154,22 +163,78 @@ class KernelPool:
             self._filling[kernel_name] = asyncio.ensure_future(self._fill(kernel_name))
 
     async def start(self, kernel_name: str) -> KernelHandle:
-        """Start a kernel in the root dir and wait until it answers."""
+        """Start a kernel in the root dir and wait until it answers.
+
+        A kernel that dies while starting is started again, on fresh ports: over TCP, the
+        kernel manager picks free ports that the kernel binds a moment later, and any
+        connection opened on the machine in between can take one (``Address already in use``).
+        """
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return await self._start_once(kernel_name)
+            except KernelDied as exc:
+                if attempt == START_ATTEMPTS or self.closing:
+                    raise RuntimeError(f"{exc} (tried {attempt} times)") from None
+                self.log.warning("jupyter-mage: %s; starting another", exc)
+        raise AssertionError("unreachable")
+
+    async def _start_once(self, kernel_name: str) -> KernelHandle:
         async with self._starting:
             kernel_id = await ensure_async(
                 self.kernel_manager.start_kernel(kernel_name=kernel_name, path="")
             )
             client = None
             try:
-                client = self.kernel_manager.get_kernel(kernel_id).client(context=self._context)
+                kernel = self.kernel_manager.get_kernel(kernel_id)
+                # A run's kernel that dies is discarded, never restarted: a restart would
+                # bring it back on other ports, behind the back of our client on the old ones.
+                kernel.stop_restarter()
+                kernel.autorestart = False
+                client = kernel.client(context=self._context)
                 await ensure_async(client.start_channels())
-                await client.wait_for_ready(timeout=self.startup_timeout)
+                await self._wait_ready(kernel, client)
             except BaseException:
                 if client is not None:
                     client.stop_channels()
                 await self.shutdown(kernel_id)
                 raise
         return KernelHandle(kernel_id, client, kernel_name)
+
+    async def _wait_ready(self, kernel: Any, client: Any) -> None:
+        """Until the kernel answers ``kernel_info`` and its iopub is connected.
+
+        Checks that the kernel process is alive between tries, so a kernel that died at start
+        is known within a fraction of a second, and gives up after ``startup_timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.startup_timeout
+        while True:
+            msg_id = client.kernel_info()
+            # Ready: the kernel answers, and iopub is subscribed (its status messages come).
+            if await self._replied(
+                client.shell_channel, msg_id, "kernel_info_reply"
+            ) and await self._replied(client.iopub_channel, msg_id, "status"):
+                return
+            if not await ensure_async(kernel.is_alive()):
+                raise KernelDied(f"kernel {kernel.kernel_name} died while starting")
+            if loop.time() > deadline:
+                raise TimeoutError(
+                    f"kernel did not answer within {self.startup_timeout:g} s of starting"
+                )
+
+    @staticmethod
+    async def _replied(channel: Any, msg_id: str, msg_type: str) -> bool:
+        """A message of that type, answering ``msg_id``, arrives within ``READY_POLL`` s."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + READY_POLL
+        while (left := until - loop.time()) > 0:
+            try:
+                msg = await channel.get_msg(timeout=left)
+            except Empty:
+                return False
+            if msg["msg_type"] == msg_type and msg["parent_header"].get("msg_id") == msg_id:
+                return True
+        return False
 
     async def recycle(self, handle: KernelHandle, reuse_key: str) -> None:
         """Reset a kernel after a clean run and keep it for the pipeline's next run."""
