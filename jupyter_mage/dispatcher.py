@@ -81,17 +81,18 @@ class Dispatcher:
             self._wakeup.clear()
             try:
                 free = self.max_concurrent_runs - len(self._running)
-                for run_id in await self.board.claim_runs(free):
-                    task = asyncio.ensure_future(self._execute(run_id))
+                for plan in await self.board.claim_runs(free):
+                    task = asyncio.ensure_future(self._execute(plan))
                     self._running.add(task)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database may be briefly unavailable; try again next tick
                 self.log.exception("claiming runs failed")
 
-    async def _execute(self, run_id: int) -> None:
+    async def _execute(self, plan: dict[str, Any]) -> None:
+        run_id = plan["id"]
         try:
-            await self.engine.execute(run_id)
+            await self.engine.execute(plan)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -160,17 +160,17 @@ class KernelEngine(LoggingConfigurable):
 
     # -- public API --------------------------------------------------------------------------
 
-    async def execute(self, run_id: int) -> None:
-        """Run a claimed (``running``) run to its final status. Never raises for run failures."""
-        plan = await self.store.run_plan(run_id)
-        if plan is None or plan["status"] != "running":
-            return
-        active = ActiveRun(run_id)
-        self._active[run_id] = active
+    async def execute(self, plan: dict[str, Any]) -> None:
+        """Run a claimed (``running``) run to its final status. Never raises for run failures.
+
+        ``plan`` is the run as :meth:`Store.claim_runs` returns it.
+        """
+        active = ActiveRun(plan["id"])
+        self._active[active.run_id] = active
         try:
             await self._execute(plan, active)
         finally:
-            self._active.pop(run_id, None)
+            self._active.pop(active.run_id, None)
 
     async def cancel(self, run_id: int) -> bool:
         """Ask a running run to stop: interrupt its kernel, kill it after a grace period.

@@ -158,13 +158,14 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
                 if outcome == "existing":  # it may have ended before we started watching
                     run = await self.mage.store.get_run(run["id"]) or run
                 if run["status"] not in RUN_FINISHED:
-                    await asyncio.wait_for(asyncio.shield(finished), wait)
+                    # The final run, block runs included, read as its status was written.
+                    run = await asyncio.wait_for(asyncio.shield(finished), wait)
             except asyncio.TimeoutError:
                 pass
             finally:
                 self.mage.board.unwatch(run["id"], finished)
-        if wait is not None:
-            run = await self.mage.store.get_run(run["id"], with_blocks=True) or run
+            if "block_runs" not in run:  # still running, or ended before the watch
+                run = await self.mage.store.get_run(run["id"], with_blocks=True) or run
         self.write_json({"pipeline_run": run})
 
 

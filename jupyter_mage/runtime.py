@@ -510,7 +510,31 @@ def run_pipeline(payload: str) -> None:
     sensor settings), the user variables and the system keys. Variables arrive here as JSON
     text and are decoded as data.
     """
+    _tune_kernel()
     _PipelineRun(json.loads(payload)).run()
+
+
+def _flush_pending_output() -> None:
+    """Flush stdout and stderr before a display message, skipping streams with nothing buffered.
+
+    ipykernel's ``flush()`` hands the work to its I/O thread and waits for it even when there
+    is nothing to send, and every display message flushes both streams: four thread round trips
+    per block (its two events). Order is kept: buffered text still goes out before the event.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "_buffers", True):  # ipykernel's OutStream: text not yet sent
+            stream.flush()
+
+
+def _tune_kernel() -> None:
+    """Settings of a kernel that runs pipelines (a run's own kernel, never a notebook's)."""
+    shell = getattr(builtins, "get_ipython", lambda: None)()
+    display_pub = getattr(shell, "display_pub", None)
+    if display_pub is not None and hasattr(display_pub, "_flush_streams"):
+        display_pub._flush_streams = _flush_pending_output
+    # The kernel's I/O thread sends every message; while a block computes it waits for the GIL
+    # up to the switch interval (5 ms by default) per message.
+    sys.setswitchinterval(0.0005)
 
 
 class _PipelineRun:

@@ -47,10 +47,10 @@ class StatusBoard:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._finish_waiters: dict[int, set[asyncio.Future[str]]] = {}
+        self._watched: dict[int, set[asyncio.Future[dict[str, Any]]]] = {}
 
-    async def claim_runs(self, limit: int) -> list[int]:
-        """Claim up to ``limit`` queued runs (``initial`` → ``running``, atomically)."""
+    async def claim_runs(self, limit: int) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` queued runs (``initial`` → ``running``, atomically): their plans."""
         return await self.store.claim_runs(limit)
 
     async def run(self, run_id: int, status: str, **values: Any) -> dict[str, Any] | None:
@@ -62,9 +62,14 @@ class StatusBoard:
             values.setdefault("completed_at", utcnow())
         elif status == "initial":
             values.update(started_at=None, completed_at=None)
-        row = await self.store.transition_run(run_id, RUN_TRANSITIONS[status], values)
-        if row is not None:
-            self._announce(run_id, status)
+        final = status in RUN_FINISHED
+        row = await self.store.transition_run(
+            run_id, RUN_TRANSITIONS[status], values, with_blocks=final and run_id in self._watched
+        )
+        if row is not None and final:
+            for future in self._watched.get(run_id, ()):
+                if not future.done():
+                    future.set_result(row)
         return row
 
     async def block(
@@ -84,25 +89,20 @@ class StatusBoard:
             ]
         )
 
-    def watch(self, run_id: int) -> asyncio.Future[str]:
-        """A future resolved with the run's final status when it ends; pair with :meth:`unwatch`."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._finish_waiters.setdefault(run_id, set()).add(future)
+    def watch(self, run_id: int) -> asyncio.Future[dict[str, Any]]:
+        """A future resolved with the run when it ends, block runs and outputs included (as
+        ``GET api/pipeline_runs/{id}`` answers it); pair with :meth:`unwatch`."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._watched.setdefault(run_id, set()).add(future)
         return future
 
-    def unwatch(self, run_id: int, future: asyncio.Future[str]) -> None:
+    def unwatch(self, run_id: int, future: asyncio.Future[dict[str, Any]]) -> None:
         """Forget a future from :meth:`watch` (resolved or not)."""
-        waiters = self._finish_waiters.get(run_id)
+        waiters = self._watched.get(run_id)
         if waiters is not None:
             waiters.discard(future)
             if not waiters:
-                del self._finish_waiters[run_id]
-
-    def _announce(self, run_id: int, status: str) -> None:
-        if status in RUN_FINISHED:
-            for future in self._finish_waiters.get(run_id, ()):
-                if not future.done():
-                    future.set_result(status)
+                del self._watched[run_id]
 
 
 def _block_values(status: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -496,20 +496,13 @@ class Store:
                 data["block_runs"] = self._block_runs(s, [run_id], with_outputs=True)[run_id]
             return data
 
-    async def run_plan(self, run_id: int) -> dict[str, Any] | None:
+    def _plan(self, s: Session, run: Run) -> dict[str, Any]:
         """Everything the engine needs to start a run, including private columns."""
-        return await self._call(self._run_plan, run_id)
-
-    def _run_plan(self, run_id: int) -> dict[str, Any] | None:
-        with self._sessions() as s:
-            run = s.get(Run, run_id)
-            if run is None:
-                return None
-            data = run_to_dict(run)
-            data["trigger_variables"] = run.trigger_variables or {}
-            data["trigger_settings"] = run.trigger_settings or {}
-            data["block_runs"] = self._block_runs(s, [run_id])[run_id]
-            return data
+        data = run_to_dict(run)
+        data["trigger_variables"] = run.trigger_variables or {}
+        data["trigger_settings"] = run.trigger_settings or {}
+        data["block_runs"] = self._block_runs(s, [run.id])[run.id]
+        return data
 
     async def list_runs(
         self, filters: dict[str, Any], limit: int, offset: int, with_blocks: bool = True
@@ -543,15 +536,15 @@ class Store:
                     )
             return rows, total
 
-    async def claim_runs(self, limit: int) -> list[int]:
-        """Move up to ``limit`` of the oldest ``initial`` runs to ``running``; their ids.
+    async def claim_runs(self, limit: int) -> list[dict[str, Any]]:
+        """Move up to ``limit`` of the oldest ``initial`` runs to ``running``; their plans.
 
         On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED`` so several servers can
         share one queue; SQLite has one writer, so the same statement is already exclusive.
         """
         return await self._call(self._claim_runs, limit)
 
-    def _claim_runs(self, limit: int) -> list[int]:
+    def _claim_runs(self, limit: int) -> list[dict[str, Any]]:
         if limit <= 0:
             return []
         with self._sessions.begin() as s:
@@ -589,14 +582,20 @@ class Store:
                 ids.append(c.id)
                 if len(ids) == limit:
                     break
-            if ids:
-                now = utcnow()
-                s.execute(
-                    update(Run)
-                    .where(Run.id.in_(ids), Run.status == "initial")
-                    .values(status="running", started_at=now, updated_at=now)
-                )
-            return ids
+            if not ids:
+                return []
+            now = utcnow()
+            s.execute(
+                update(Run)
+                .where(Run.id.in_(ids), Run.status == "initial")
+                .values(status="running", started_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            claimed = s.scalars(
+                select(Run).where(Run.id.in_(ids)).order_by(Run.id),
+                execution_options={"populate_existing": True},
+            )
+            return [self._plan(s, run) for run in claimed]
 
     async def update_run(self, run_id: int, values: dict[str, Any]) -> dict[str, Any] | None:
         """Write columns of a run; returns the updated run."""
@@ -614,13 +613,20 @@ class Store:
             return run_to_dict(run)
 
     async def transition_run(
-        self, run_id: int, allowed_from: Iterable[str], values: dict[str, Any]
+        self,
+        run_id: int,
+        allowed_from: Iterable[str],
+        values: dict[str, Any],
+        with_blocks: bool = False,
     ) -> dict[str, Any] | None:
         """Write ``values`` only if the run's status is one of ``allowed_from`` (atomically).
 
-        Returns the updated run, or None when the run is missing or in another status.
+        Returns the updated run (with its block runs and their outputs if ``with_blocks``), or
+        None when the run is missing or in another status.
         """
-        return await self._call(self._transition, Run, run_id, list(allowed_from), values)
+        return await self._call(
+            self._transition, Run, run_id, list(allowed_from), values, "", with_blocks
+        )
 
     async def transition_block_run(
         self, block_run_id: int, allowed_from: Iterable[str], values: dict[str, Any], logs: str = ""
@@ -656,13 +662,19 @@ class Store:
         allowed_from: list[str],
         values: dict[str, Any],
         logs: str = "",
+        with_blocks: bool = False,
     ) -> dict[str, Any] | None:
         with self._sessions.begin() as s:
             if not self._update_if(s, model, row_id, allowed_from, values, logs):
                 return None
             row = s.get(model, row_id, populate_existing=True)
             assert row is not None
-            return run_to_dict(row) if isinstance(row, Run) else block_run_to_dict(row)
+            if not isinstance(row, Run):
+                return block_run_to_dict(row)
+            data = run_to_dict(row)
+            if with_blocks:
+                data["block_runs"] = self._block_runs(s, [row_id], with_outputs=True)[row_id]
+            return data
 
     @staticmethod
     def _update_if(
