@@ -79,8 +79,10 @@ class Dispatcher:
             except asyncio.TimeoutError:
                 pass
             self._wakeup.clear()
+            free = self.max_concurrent_runs - len(self._running)
+            if free <= 0:  # a finishing run wakes the loop again
+                continue
             try:
-                free = self.max_concurrent_runs - len(self._running)
                 for plan in await self.board.claim_runs(free):
                     task = asyncio.ensure_future(self._execute(plan))
                     self._running.add(task)

@@ -105,9 +105,10 @@ class KernelPool:
         self.log = log
         self._ready: dict[str, list[KernelHandle]] = {}
         self._filling: dict[str, asyncio.Task[None]] = {}
-        # Kernel starts are CPU-bound (an interpreter and its imports): more at once than there
-        # are cores only thrashes, and it widens the window of concurrent port picking.
-        self._starting = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
+        # Kernel starts are CPU-bound (an interpreter and its imports). One core is left to the
+        # server, so a burst of runs does not slow the answers to trigger calls; more starts at
+        # once only thrash, and widen the window of concurrent port picking.
+        self._starting = asyncio.Semaphore(max(1, min(4, (os.cpu_count() or 1) - 1)))
         self._stopped = False
         #: Set when the server stops: no more refills or reuse, released kernels shut down.
         self.closing = False
