@@ -46,6 +46,7 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._reserved = 0  # slots promised to runs a request is committing (see reserve)
         self._stopping = False
 
     @property
@@ -60,6 +61,25 @@ class Dispatcher:
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.ensure_future(self._loop())
         self._wakeup.set()
+
+    def reserve(self) -> bool:
+        """Hold a free slot for a run the caller commits already ``running`` (then :meth:`start`).
+
+        A run accepted while a slot is free starts without waiting for the loop to claim it.
+        """
+        if self._stopping or len(self._running) + self._reserved >= self.max_concurrent_runs:
+            return False
+        self._reserved += 1
+        return True
+
+    def start(self, plan: dict[str, Any] | None) -> None:
+        """Execute a run committed ``running`` on a reserved slot; None releases the slot."""
+        self._reserved -= 1
+        if plan is None:
+            self.wake()  # the slot is free again
+            return
+        task = asyncio.ensure_future(self._execute(plan))
+        self._running.add(task)
 
     async def stop(self) -> None:
         """Stop claiming; stop active runs (their kernels are shut down)."""
@@ -79,7 +99,7 @@ class Dispatcher:
             except asyncio.TimeoutError:
                 pass
             self._wakeup.clear()
-            free = self.max_concurrent_runs - len(self._running)
+            free = self.max_concurrent_runs - len(self._running) - self._reserved
             if free <= 0:  # a finishing run wakes the loop again
                 continue
             try:

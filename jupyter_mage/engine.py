@@ -366,13 +366,21 @@ class KernelEngine(LoggingConfigurable):
     async def _prepare_block_runs(
         self, plan: dict[str, Any], pipeline: Pipeline
     ) -> tuple[dict[str, BlockState], set[str]]:
-        """Create block runs, or (on retry) reset the ones to run again; which to skip."""
+        """Create missing block runs, or (on retry) reset the ones to run again; which to skip.
+
+        Block runs are created with the run; the notebook may have changed since: blocks added
+        get theirs now, and those of blocks removed end ``cancelled``.
+        """
         blocks = pipeline.runnable_blocks()
         existing = {b["block_uuid"]: b for b in plan["block_runs"]}
         missing = [b.uuid for b in blocks if b.uuid not in existing]
         if missing:
             for row in await self.store.create_block_runs(plan["id"], missing):
                 existing[row["block_uuid"]] = row
+        current = {b.uuid for b in blocks}
+        for uuid, row in existing.items():
+            if uuid not in current and row["status"] not in BLOCK_FINISHED:
+                await self.board.block(row["id"], "cancelled", logs="the block left the notebook\n")
         # Outputs live in the kernel, so a retried block needs its upstream blocks again.
         by_uuid = {b.uuid: b for b in blocks}
         needed: set[str] = set()

@@ -128,22 +128,36 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         wait = wait_seconds(self.get_argument("wait", None), self.mage.max_wait_seconds)
         key = idempotency_key(self.request.headers.get("Idempotency-Key"))
         variables, execution_date, events = run_request(self.read_json())
-        await self.find_pipeline(trigger["pipeline_uuid"])
+        pipeline = await self.find_pipeline(trigger["pipeline_uuid"])
         settings = trigger["settings"]
-        run, outcome = await self.mage.store.create_run(
-            {
-                "pipeline_schedule_id": trigger["id"],
-                "pipeline_uuid": trigger["pipeline_uuid"],
-                "execution_date": execution_date or utcnow(),
-                "variables": variables,
-                "event_variables": events,
-                "trigger_name": trigger["name"],
-                "trigger_variables": trigger["variables"],
-                "trigger_settings": settings,
-                "idempotency_key": key,
-            },
-            skip_if_active=_skip_threshold(settings),
-        )
+        # A run that can start now is committed running and started here, without waiting for
+        # the dispatcher's claim (a trigger with its own run limit always queues).
+        dispatcher = self.mage.dispatcher
+        reserved = not settings.get("pipeline_run_limit") and dispatcher.reserve()
+        new = None
+        try:
+            new = await self.mage.store.create_run(
+                {
+                    "pipeline_schedule_id": trigger["id"],
+                    "pipeline_uuid": trigger["pipeline_uuid"],
+                    "execution_date": execution_date or utcnow(),
+                    "variables": variables,
+                    "event_variables": events,
+                    "trigger_name": trigger["name"],
+                    "trigger_variables": trigger["variables"],
+                    "trigger_settings": settings,
+                    "idempotency_key": key,
+                },
+                skip_if_active=_skip_threshold(settings),
+                block_uuids=[b.uuid for b in pipeline.runnable_blocks()]
+                if pipeline.is_valid
+                else [],
+                start=reserved,
+            )
+        finally:
+            if reserved:
+                dispatcher.start(new.plan if new is not None else None)
+        run, outcome = new.run, new.outcome
         if outcome == "skipped":
             message = "the trigger's earlier runs are still active; run skipped"
             self.set_status(409)
@@ -152,7 +166,7 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         # Watch before anything else can run on the loop, so the final event cannot be missed.
         finished = self.mage.board.watch(run["id"]) if wait else None
         if outcome == "created":
-            self.mage.dispatcher.wake()
+            dispatcher.wake()
         if finished is not None:
             try:
                 if outcome == "existing":  # it may have ended before we started watching

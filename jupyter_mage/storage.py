@@ -16,6 +16,7 @@ import asyncio
 import secrets
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
@@ -262,6 +263,22 @@ def block_run_to_dict(b: BlockRun) -> dict[str, Any]:
     }
 
 
+@dataclass
+class NewRun:
+    """What :meth:`Store.create_run` did.
+
+    ``outcome``: ``created`` (queued), ``started`` (committed ``running``; ``plan`` is set),
+    ``existing`` (the run with the same ``idempotency_key`` for the trigger, answered instead)
+    or ``skipped`` (the trigger already had ``skip_if_active`` runs waiting or running; the new
+    run was recorded as ``cancelled``).
+    """
+
+    run: dict[str, Any]
+    outcome: str
+    #: The run as :meth:`Store.claim_runs` gives it (``started`` only).
+    plan: dict[str, Any] | None = None
+
+
 class Store:
     """All SQL of jupyter-mage, behind coroutines.
 
@@ -425,26 +442,33 @@ class Store:
     # -- runs --------------------------------------------------------------------------------
 
     async def create_run(
-        self, values: dict[str, Any], skip_if_active: int | None = None
-    ) -> tuple[dict[str, Any], str]:
-        """Commit a new run; returns it and what happened: ``created``, ``existing`` or ``skipped``.
+        self,
+        values: dict[str, Any],
+        skip_if_active: int | None = None,
+        block_uuids: Iterable[str] = (),
+        start: bool = False,
+    ) -> NewRun:
+        """Commit a new run (and an ``initial`` block run per block); see :class:`NewRun`.
 
-        ``existing``: a run with the same ``idempotency_key`` for the trigger was found and is
-        returned instead. ``skipped``: the trigger already had ``skip_if_active`` runs waiting or
-        running, so the new run was recorded as ``cancelled``. The check and the insert happen in
-        one transaction.
+        With ``start``, a run that would be first in the queue is committed ``running`` at once
+        (claimed in the same transaction) and its plan is returned for the caller to execute.
+        The checks and the inserts happen in one transaction.
         """
-        return await self._call(self._create_run, values, skip_if_active)
+        return await self._call(self._create_run, values, skip_if_active, list(block_uuids), start)
 
     def _create_run(
-        self, values: dict[str, Any], skip_if_active: int | None
-    ) -> tuple[dict[str, Any], str]:
+        self,
+        values: dict[str, Any],
+        skip_if_active: int | None,
+        block_uuids: list[str],
+        start: bool,
+    ) -> NewRun:
         key = values.get("idempotency_key")
         trigger_id = values.get("pipeline_schedule_id")
         if key is not None:
             existing = self._find_idempotent(trigger_id, key)
             if existing is not None:
-                return existing, "existing"
+                return NewRun(existing, "existing")
         now = utcnow()
         # Mage's partition: "<trigger id>/<execution date>", kept in the run variables.
         stamp = values["execution_date"].strftime("%Y%m%dT%H%M%S_%f")
@@ -477,18 +501,41 @@ class Store:
                             completed_at=now,
                             metrics={"skipped": "the trigger's earlier runs are still active"},
                         )
-                # One INSERT, no unit of work: this is the hot path of every trigger call.
+                if outcome == "created" and start:
+                    waiting = s.execute(select(Run.id).where(Run.status == "initial").limit(1))
+                    if waiting.first() is None:  # nobody to overtake
+                        outcome = "started"
+                        row.update(status="running", started_at=now)
+                # Plain INSERTs, no unit of work: this is the hot path of every trigger call.
                 table = cast(Table, Run.__table__)
                 result = cast(CursorResult[Any], s.execute(insert(table), row))
                 assert result.inserted_primary_key is not None
                 run = Run(id=result.inserted_primary_key[0], **row)  # not added to the session
-                return run_to_dict(run), outcome
+                if outcome != "skipped" and block_uuids:
+                    s.execute(
+                        insert(cast(Table, BlockRun.__table__)),
+                        [
+                            {
+                                "pipeline_run_id": run.id,
+                                "block_uuid": uuid,
+                                "status": "initial",
+                                "created_at": now,
+                                "updated_at": now,
+                            }
+                            for uuid in block_uuids
+                        ],
+                    )
+                if outcome != "started":
+                    return NewRun(run_to_dict(run), outcome)
+                # Answered as accepted (``initial``); it was claimed in the same commit.
+                accepted = Run(id=run.id, **{**row, "status": "initial", "started_at": None})
+                return NewRun(run_to_dict(accepted), outcome, self._plan(s, run))
         except IntegrityError:
             # Another request with the same key won the race: answer its run.
             existing = self._find_idempotent(trigger_id, key)
             if existing is None:
                 raise
-            return existing, "existing"
+            return NewRun(existing, "existing")
 
     def _find_idempotent(self, trigger_id: int | None, key: str) -> dict[str, Any] | None:
         with self._sessions() as s:

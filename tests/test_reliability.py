@@ -121,6 +121,38 @@ async def test_run_limit_wait_queues_per_trigger(jp_root_dir: Path, mage: MageCl
     assert second["started_at"] >= first["completed_at"]
 
 
+async def test_accepted_run_has_its_block_runs_and_starts_at_once(
+    jp_root_dir: Path, mage: MageClient
+) -> None:
+    write_pipeline(jp_root_dir, "sleepy", SLEEPY)
+    trigger = await mage.create_trigger("sleepy", variables={"seconds": 0.5})
+    accepted = await mage.run_now(trigger["id"])
+    assert accepted["status"] == "initial"  # the contract's answer to an accepted run
+    # As Mage: the block runs exist from the start; a free slot means no wait for a claim.
+    run = (await mage.call("GET", "api", "pipeline_runs", str(accepted["id"])))["pipeline_run"]
+    assert [b["block_uuid"] for b in run["block_runs"]] == ["nap", "wake"]
+    assert run["status"] in ("running", "completed") and run["started_at"] is not None
+    assert (await mage.wait(accepted["id"]))["status"] == "completed"
+
+
+async def test_block_runs_follow_the_notebook_changed_while_queued(
+    jp_root_dir: Path, mage: MageClient
+) -> None:
+    write_pipeline(jp_root_dir, "sleepy", SLEEPY)
+    trigger = await mage.create_trigger(
+        "sleepy", variables={"seconds": 1}, settings={"pipeline_run_limit": 1}
+    )
+    first = await mage.run_now(trigger["id"])
+    queued = await mage.run_now(trigger["id"])  # waits for the first: the trigger's limit
+    tail = block_cell("@data_exporter\ndef tail(x):\n    return 'tail'\n", "data_exporter")
+    write_pipeline(jp_root_dir, "sleepy", [SLEEPY[0], tail])  # "wake" left, "tail" came
+    queued = await mage.wait(queued["id"])
+    assert (await mage.wait(first["id"]))["status"] == "completed"
+    assert queued["status"] == "completed"
+    statuses = {b["block_uuid"]: b["status"] for b in queued["block_runs"]}
+    assert statuses == {"nap": "completed", "wake": "cancelled", "tail": "completed"}
+
+
 @pytest.mark.parametrize("settings", [
     {"pipeline_run_limit": 1, "pipeline_run_limit_action": "skip"},
     {"skip_if_previous_running": True},
@@ -176,12 +208,12 @@ def seeded_db(tmp_path: Path, jp_root_dir: Path) -> dict[str, int]:
         )
         ids = {}
         for name in ("was_running", "was_queued"):
-            run, _ = loop.run_until_complete(store.create_run({
+            new = loop.run_until_complete(store.create_run({
                 "pipeline_schedule_id": trigger["id"], "pipeline_uuid": "sleepy",
                 "execution_date": datetime.now(timezone.utc), "variables": {},
                 "trigger_name": "t", "trigger_variables": {}, "trigger_settings": {},
             }))  # fmt: skip
-            ids[name] = run["id"]
+            ids[name] = new.run["id"]
         loop.run_until_complete(store.claim_runs(1))  # the first one was running
         loop.run_until_complete(store.create_block_runs(ids["was_running"], ["nap", "wake"]))
         loop.close()
