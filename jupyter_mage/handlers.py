@@ -128,6 +128,7 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         wait = wait_seconds(self.get_argument("wait", None), self.mage.max_wait_seconds)
         key = idempotency_key(self.request.headers.get("Idempotency-Key"))
         variables, execution_date, events = run_request(self.read_json())
+        self.mage.engine.kernels.note_request()
         pipeline = await self.find_pipeline(trigger["pipeline_uuid"])
         settings = trigger["settings"]
         # A run that can start now is committed running and started here, without waiting for

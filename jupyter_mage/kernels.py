@@ -20,9 +20,11 @@ notebook attached) and work through a Kernel Gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from queue import Empty
 from typing import Any
@@ -47,8 +49,10 @@ get_ipython().reset(new_session=False)
 RELEASE_DELAY = 0.1
 #: Starts of a kernel that dies while starting, before the run fails.
 START_ATTEMPTS = 3
-#: Seconds between checks that a starting kernel is still alive.
+#: Seconds between checks that a starting kernel is still alive (or may start).
 READY_POLL = 0.25
+#: Seconds after a trigger call during which kernel starts leave a core to the server.
+REQUEST_WINDOW = 1.0
 #: Idle reused kernels kept at most (or the pool size, if larger); the oldest goes first.
 REUSE_LIMIT = 4
 
@@ -105,10 +109,12 @@ class KernelPool:
         self.log = log
         self._ready: dict[str, list[KernelHandle]] = {}
         self._filling: dict[str, asyncio.Task[None]] = {}
-        # Kernel starts are CPU-bound (an interpreter and its imports). One core is left to the
-        # server, so a burst of runs does not slow the answers to trigger calls; more starts at
-        # once only thrash, and widen the window of concurrent port picking.
-        self._starting = asyncio.Semaphore(max(1, min(4, (os.cpu_count() or 1) - 1)))
+        # Kernel starts are CPU-bound (an interpreter and its imports): one per core at most
+        # (more only thrash, and widen the window of concurrent port picking), and one less
+        # while trigger calls arrive, so a burst of runs does not slow the answers to them.
+        self._cores = max(1, min(4, os.cpu_count() or 1))
+        self._starts = 0
+        self._calls_until = 0.0
         self._stopped = False
         #: Set when the server stops: no more refills or reuse, released kernels shut down.
         self.closing = False
@@ -179,8 +185,26 @@ class KernelPool:
                 self.log.warning("jupyter-mage: %s; starting another", exc)
         raise AssertionError("unreachable")
 
+    def note_request(self) -> None:
+        """A trigger call arrived: for a moment, kernel starts leave a core to the server."""
+        self._calls_until = asyncio.get_running_loop().time() + REQUEST_WINDOW
+
+    @contextlib.asynccontextmanager
+    async def _start_slot(self) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        while True:
+            busy = self._cores > 1 and loop.time() < self._calls_until
+            if self._starts < self._cores - busy:
+                break
+            await asyncio.sleep(READY_POLL)
+        self._starts += 1
+        try:
+            yield
+        finally:
+            self._starts -= 1
+
     async def _start_once(self, kernel_name: str) -> KernelHandle:
-        async with self._starting:
+        async with self._start_slot():
             kernel_id = await ensure_async(
                 self.kernel_manager.start_kernel(kernel_name=kernel_name, path="")
             )
