@@ -97,6 +97,8 @@ class ActiveRun:
     failure: str | None = None
     timeout_status: str | None = None
     execute_task: asyncio.Task[Any] | None = None
+    #: Set by the kernel's ``run_finished`` event: every block has its final status.
+    blocks_done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class KernelEngine(LoggingConfigurable):
@@ -238,6 +240,8 @@ class KernelEngine(LoggingConfigurable):
                     current[:] = [block]
                 elif event["event"] == "block_finished":
                     current.clear()
+                elif event["event"] == "run_finished":
+                    active.blocks_done.set()
                 events.put_nowait((event["event"], event))
                 return
             state = states.get(current[0]) if current else None
@@ -283,7 +287,7 @@ class KernelEngine(LoggingConfigurable):
                 # nor the pool's refill should delay the run's answer.
                 clean = not (active.failure or active.cancel_requested or active.timeout_status)
                 reuse_key = pipeline.uuid if self.kernels.reuse and clean else None
-                self._spawn(self.kernels.release(handle, reuse_key))
+                self._spawn(self._release(active, handle, reuse_key))
 
     async def _run_in_kernel(
         self,
@@ -307,10 +311,11 @@ class KernelEngine(LoggingConfigurable):
             )
         )
         watchdog = asyncio.ensure_future(self._watch_kernel(kernel))
+        blocks_done = asyncio.ensure_future(active.blocks_done.wait())
         timeout = settings.get("timeout")
         try:
             done, _ = await asyncio.wait(
-                {active.execute_task, watchdog},
+                {active.execute_task, watchdog, blocks_done},
                 timeout=timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -323,12 +328,29 @@ class KernelEngine(LoggingConfigurable):
                 )
         finally:
             watchdog.cancel()
+            blocks_done.cancel()
+        if blocks_done in done and not active.execute_task.done():
+            return  # the kernel wraps the request up meanwhile; the release waits for it
         if active.execute_task not in done:
             active.execute_task.cancel()
             if not active.cancel_requested:
                 active.failure = active.failure or "the kernel died during the run"
         else:
             active.execute_task.result()
+
+    async def _release(
+        self, active: ActiveRun, handle: KernelHandle, reuse_key: str | None
+    ) -> None:
+        """Hand the kernel back once its request is over (a run can end a moment before)."""
+        task = active.execute_task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=self.cancel_grace)
+            if not task.done():
+                task.cancel()
+                reuse_key = None
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            reuse_key = None
+        await self.kernels.release(handle, reuse_key)
 
     @staticmethod
     async def _watch_kernel(kernel: Any) -> None:

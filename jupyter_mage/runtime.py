@@ -560,6 +560,10 @@ class _PipelineRun:
                     self._step(block)
         except KeyboardInterrupt:
             _emit("interrupted")
+            return
+        # Every block has its status: the server can end the run now, without waiting for the
+        # kernel's own wrap-up of the request (a few milliseconds).
+        _emit("run_finished")
 
     def _kwargs(self, uuid: str) -> dict[str, Any]:
         return {
