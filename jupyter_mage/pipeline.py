@@ -459,12 +459,19 @@ class PipelineRepository:
 
     def load(self, uuid: str) -> Pipeline:
         """Load one pipeline, blocking; served from cache while the file is unchanged."""
-        path = self.resolve(uuid)
+        cached = self._cache.get(uuid)
+        if cached:  # unchanged since read: one stat, no path resolution (it walks every part)
+            try:
+                fresh = Path(self.root, cached[1].path).stat().st_mtime_ns == cached[0]
+            except OSError:
+                fresh = False
+            if fresh and cached[1].blocks:
+                return cached[1]
+        path = self.resolve(uuid)  # anything read is read from inside the root
         try:
             mtime = path.stat().st_mtime_ns
         except OSError:
             raise PipelineNotFound(uuid) from None
-        cached = self._cache.get(uuid)
         if cached and cached[0] == mtime:
             pipeline = cached[1]
         else:
