@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jupyter_core.utils import ensure_async
@@ -116,29 +117,43 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         except PipelineNotFound:
             raise ApiError(404, "not_found", f"pipeline '{uuid[:200]}' not found") from None
 
-    async def accept_run(self, trigger: dict[str, Any]) -> None:
-        """Validate a trigger request, commit the run, wake the dispatcher, answer the run.
+    async def accept_run(
+        self, trigger_id: str, check: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        """Validate a trigger request, commit the run, start or queue it, answer the run.
 
-        ``?wait=<seconds>`` holds the answer until the run ends (or the wait expires) and then
-        answers the run as ``GET api/pipeline_runs/{id}`` does. An ``Idempotency-Key`` header
-        makes a repeated call answer the first run instead of creating another.
+        The trigger is read, checked (``check``, then its status and pipeline) and the run
+        committed in one database call: every trigger call goes through here. ``?wait=<seconds>``
+        holds the answer until the run ends (or the wait expires) and then answers the run as
+        ``GET api/pipeline_runs/{id}`` does. An ``Idempotency-Key`` header makes a repeated call
+        answer the first run instead of creating another.
         """
-        if trigger["status"] != "active":
-            raise ApiError(409, "trigger_inactive", f"trigger {trigger['id']} is inactive")
+        tid = parse_id(trigger_id, "trigger")
         wait = wait_seconds(self.get_argument("wait", None), self.mage.max_wait_seconds)
         key = idempotency_key(self.request.headers.get("Idempotency-Key"))
         variables, execution_date, events = run_request(self.read_json())
         self.mage.engine.kernels.note_request()
-        pipeline = await self.find_pipeline(trigger["pipeline_uuid"])
-        settings = trigger["settings"]
         # A run that can start now is committed running and started here, without waiting for
         # the dispatcher's claim (a trigger with its own run limit always queues).
         dispatcher = self.mage.dispatcher
-        reserved = not settings.get("pipeline_run_limit") and dispatcher.reserve()
-        new = None
-        try:
-            new = await self.mage.store.create_run(
-                {
+        reserved = dispatcher.reserve()
+
+        def admit(trigger: dict[str, Any] | None) -> dict[str, Any]:
+            # In the database thread: no awaiting, only checks and the cached pipeline lookup.
+            if trigger is None:
+                raise ApiError(404, "not_found", f"trigger {trigger_id} not found")
+            if check is not None:
+                check(trigger)
+            if trigger["status"] != "active":
+                raise ApiError(409, "trigger_inactive", f"trigger {trigger['id']} is inactive")
+            try:
+                pipeline = self.mage.repository.load(trigger["pipeline_uuid"])
+            except PipelineNotFound:
+                uuid = trigger["pipeline_uuid"][:200]
+                raise ApiError(404, "not_found", f"pipeline '{uuid}' not found") from None
+            settings = trigger["settings"]
+            return {
+                "values": {
                     "pipeline_schedule_id": trigger["id"],
                     "pipeline_uuid": trigger["pipeline_uuid"],
                     "execution_date": execution_date or utcnow(),
@@ -149,12 +164,16 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
                     "trigger_settings": settings,
                     "idempotency_key": key,
                 },
-                skip_if_active=_skip_threshold(settings),
-                block_uuids=[b.uuid for b in pipeline.runnable_blocks()]
+                "skip_if_active": _skip_threshold(settings),
+                "block_uuids": [b.uuid for b in pipeline.runnable_blocks()]
                 if pipeline.is_valid
                 else [],
-                start=reserved,
-            )
+                "start": reserved and not settings.get("pipeline_run_limit"),
+            }
+
+        new = None
+        try:
+            new = await self.mage.store.create_run_for_trigger(tid, admit)
         finally:
             if reserved:
                 dispatcher.start(new.plan if new is not None else None)
@@ -374,7 +393,7 @@ class TriggerRunsHandler(MageHandler):
     @web.authenticated
     @authorized
     async def post(self, trigger_id: str) -> None:
-        await self.accept_run(await self.find_trigger(trigger_id, with_stats=False))
+        await self.accept_run(trigger_id)
 
 
 class _TokenTriggerHandler(MageHandler):
@@ -385,13 +404,14 @@ class _TokenTriggerHandler(MageHandler):
         return None
 
     async def trigger_with_token(self, trigger_id: str, token: str | None) -> None:
-        trigger = await self.find_trigger(trigger_id, with_stats=False)
-        # Token first: a wrong token learns nothing about the trigger's type or status.
-        if not token or not hmac.compare_digest(token.encode(), trigger["token"].encode()):
-            raise ApiError(403, "invalid_token", "invalid token for this trigger")
-        if trigger["schedule_type"] != "api":
-            raise ApiError(403, "not_api_trigger", "this endpoint is only for API triggers")
-        await self.accept_run(trigger)
+        def check(trigger: dict[str, Any]) -> None:
+            # Token first: a wrong token learns nothing about the trigger's type or status.
+            if not token or not hmac.compare_digest(token.encode(), trigger["token"].encode()):
+                raise ApiError(403, "invalid_token", "invalid token for this trigger")
+            if trigger["schedule_type"] != "api":
+                raise ApiError(403, "not_api_trigger", "this endpoint is only for API triggers")
+
+        await self.accept_run(trigger_id, check)
 
 
 class TokenPathTriggerHandler(_TokenTriggerHandler):

@@ -537,6 +537,24 @@ class Store:
                 raise
             return NewRun(existing, "existing")
 
+    async def create_run_for_trigger(
+        self, trigger_id: int, admit: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> NewRun:
+        """:meth:`create_run` for a trigger call, in one database call.
+
+        The trigger is read (None if missing) and passed to ``admit``, which refuses the call by
+        raising, or returns :meth:`create_run`'s arguments.
+        """
+        return await self._call(self._create_run_for_trigger, trigger_id, admit)
+
+    def _create_run_for_trigger(
+        self, trigger_id: int, admit: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> NewRun:
+        args = admit(self._get_trigger(trigger_id, with_stats=False))
+        return self._create_run(
+            args["values"], args["skip_if_active"], args["block_uuids"], args["start"]
+        )
+
     def _find_idempotent(self, trigger_id: int | None, key: str) -> dict[str, Any] | None:
         with self._sessions() as s:
             run = s.scalar(
