@@ -108,29 +108,27 @@ def _strip_decorators(source: str) -> str:
     return "\n".join(keep).strip() + "\n"
 
 
-def block_notebook() -> nbformat.NotebookNode:
-    """The pipeline as jupyter-mage reads it: three tagged code cells."""
-    nb = nbformat.v4.new_notebook()
+def _python_notebook(cells: list[nbformat.NotebookNode]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
-    for tag, source in (("data_loader", LOADER), ("transformer", TRANSFORMER),
-                        ("data_exporter", EXPORTER)):  # fmt: skip
-        nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": [tag]}))
     return nb
+
+
+def block_notebook() -> nbformat.NotebookNode:
+    """The pipeline as jupyter-mage reads it: three tagged code cells."""
+    blocks = (("data_loader", LOADER), ("transformer", TRANSFORMER), ("data_exporter", EXPORTER))
+    return _python_notebook(
+        [nbformat.v4.new_code_cell(source, metadata={"tags": [tag]}) for tag, source in blocks]
+    )
 
 
 def papermill_notebook() -> nbformat.NotebookNode:
     """The same work as a plain notebook with a papermill ``parameters`` cell."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nb.cells = [
+    return _python_notebook([
         nbformat.v4.new_code_cell(
             'env = "prod"\nschema = "public"', metadata={"tags": ["parameters"]}
         ),
@@ -142,8 +140,7 @@ def papermill_notebook() -> nbformat.NotebookNode:
         nbformat.v4.new_code_cell(
             _strip_decorators(EXPORTER) + "\nexport_total(summary, **kwargs)"
         ),
-    ]
-    return nb
+    ])  # fmt: skip
 
 
 def floor_code(variables: dict[str, Any]) -> str:

@@ -78,8 +78,7 @@ class Dispatcher:
         if plan is None:
             self.wake()  # the slot is free again
             return
-        task = asyncio.ensure_future(self._execute(plan))
-        self._running.add(task)
+        self._launch(plan)
 
     async def stop(self) -> None:
         """Stop claiming; stop active runs (their kernels are shut down)."""
@@ -104,12 +103,14 @@ class Dispatcher:
                 continue
             try:
                 for plan in await self.board.claim_runs(free):
-                    task = asyncio.ensure_future(self._execute(plan))
-                    self._running.add(task)
+                    self._launch(plan)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database may be briefly unavailable; try again next tick
                 self.log.exception("claiming runs failed")
+
+    def _launch(self, plan: dict[str, Any]) -> None:
+        self._running.add(asyncio.ensure_future(self._execute(plan)))
 
     async def _execute(self, plan: dict[str, Any]) -> None:
         run_id = plan["id"]

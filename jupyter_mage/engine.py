@@ -165,7 +165,7 @@ class KernelEngine(LoggingConfigurable):
     async def execute(self, plan: dict[str, Any]) -> None:
         """Run a claimed (``running``) run to its final status. Never raises for run failures.
 
-        ``plan`` is the run as :meth:`Store.claim_runs` returns it.
+        ``plan`` is the run as :meth:`Store.claim_runs` (or a started ``create_run``) gives it.
         """
         active = ActiveRun(plan["id"])
         self._active[active.run_id] = active

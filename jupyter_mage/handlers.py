@@ -103,9 +103,9 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(_error_body(status_code, error_type, message)))
 
-    async def find_trigger(self, trigger_id: str, with_stats: bool = True) -> dict[str, Any]:
-        """A trigger by path id, or 404."""
-        trigger = await self.mage.store.get_trigger(parse_id(trigger_id, "trigger"), with_stats)
+    async def find_trigger(self, trigger_id: str) -> dict[str, Any]:
+        """A trigger by path id (with its run statistics), or 404."""
+        trigger = await self.mage.store.get_trigger(parse_id(trigger_id, "trigger"))
         if trigger is None:
             raise ApiError(404, "not_found", f"trigger {trigger_id} not found")
         return trigger

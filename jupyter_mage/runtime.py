@@ -528,8 +528,9 @@ def _flush_pending_output() -> None:
 
 def _tune_kernel() -> None:
     """Settings of a kernel that runs pipelines (a run's own kernel, never a notebook's)."""
-    shell = getattr(builtins, "get_ipython", lambda: None)()
-    display_pub = getattr(shell, "display_pub", None)
+    from IPython.core.getipython import get_ipython
+
+    display_pub = getattr(get_ipython(), "display_pub", None)  # type: ignore[no-untyped-call]
     if display_pub is not None and hasattr(display_pub, "_flush_streams"):
         display_pub._flush_streams = _flush_pending_output
     # The kernel's I/O thread sends every message; while a block computes it waits for the GIL

@@ -346,12 +346,13 @@ class Store:
             s.flush()
             return trigger_to_dict(trigger)
 
-    async def get_trigger(self, trigger_id: int, with_stats: bool = True) -> dict[str, Any] | None:
-        """One trigger, or None; ``with_stats`` adds its run count and last run status.
+    async def get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+        """One trigger with its run count and last run status, or None.
 
-        The trigger routes skip the statistics: two aggregate queries on every trigger call.
+        (Trigger calls read it without the statistics, two aggregate queries: see
+        :meth:`create_run_for_trigger`.)
         """
-        return await self._call(self._get_trigger, trigger_id, with_stats)
+        return await self._call(self._get_trigger, trigger_id, True)
 
     def _get_trigger(self, trigger_id: int, with_stats: bool) -> dict[str, Any] | None:
         with self._sessions() as s:

@@ -123,6 +123,14 @@ class MageClient:
             assert loop.time() < deadline, f"run {run_id} still {run['status']}"
             await asyncio.sleep(0.05)
 
+    async def first_block_running(self, run_id: int, tries: int) -> None:
+        """Poll (50 ms apart, at most ``tries`` times) until the run's first block is running."""
+        for _ in range(tries):
+            run = (await self.call("GET", "api", "pipeline_runs", str(run_id)))["pipeline_run"]
+            if run["block_runs"] and run["block_runs"][0]["status"] == "running":
+                return
+            await asyncio.sleep(0.05)
+
     async def logs(self, block_run_id: int) -> dict[str, Any]:
         data = await self.call("GET", "api", "block_runs", str(block_run_id), "logs")
         return data["log"]  # type: ignore[no-any-return]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from .conftest import MageClient, block_cell, write_pipeline
@@ -75,11 +74,7 @@ async def test_cancel_a_polling_sensor(jp_root_dir: Path, mage: MageClient) -> N
     ])  # fmt: skip
     trigger = await mage.create_trigger("waiting")
     run = await mage.run_now(trigger["id"])
-    for _ in range(1200):  # until the sensor is polling
-        current = (await mage.call("GET", "api", "pipeline_runs", str(run["id"])))["pipeline_run"]
-        if current["block_runs"] and current["block_runs"][0]["status"] == "running":
-            break
-        await asyncio.sleep(0.05)
+    await mage.first_block_running(run["id"], tries=1200)  # the sensor is polling
     answer = await mage.call("PUT", "api", "pipeline_runs", str(run["id"]),
                              body={"pipeline_run": {"status": "cancelled"}})  # fmt: skip
     cancelled = answer["pipeline_run"]

@@ -60,11 +60,7 @@ async def test_cancel_running_and_queued_runs(jp_root_dir: Path, mage: MageClien
     trigger = await mage.create_trigger("slow", variables={"seconds": 60})
     running = await mage.run_now(trigger["id"])
     queued = await mage.run_now(trigger["id"])
-    for _ in range(600):  # until the first block prints
-        run = (await mage.call("GET", "api", "pipeline_runs", str(running["id"])))["pipeline_run"]
-        if run["block_runs"] and run["block_runs"][0]["status"] == "running":
-            break
-        await asyncio.sleep(0.05)
+    await mage.first_block_running(running["id"], tries=600)
     cancel = {"pipeline_run": {"status": "cancelled"}}
     answer = await mage.call("PUT", "api", "pipeline_runs", str(queued["id"]), body=cancel)
     assert answer["pipeline_run"]["status"] == "cancelled"
