@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    bindparam,
     create_engine,
     event,
     func,
@@ -304,6 +306,9 @@ class Store:
         self._executor = ThreadPoolExecutor(
             max_workers=1 if self.is_sqlite else 4, thread_name_prefix="mage-db"
         )
+        self._calls: list[_TriggerCall] = []  # trigger calls waiting for the database thread
+        self._calls_lock = threading.Lock()
+        self._draining = False
         self._migrate()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -347,22 +352,22 @@ class Store:
             return trigger_to_dict(trigger)
 
     async def get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
-        """One trigger with its run count and last run status, or None.
+        """One trigger with its run count and last run status, or None."""
+        return await self._call(self._get_trigger, trigger_id)
 
-        (Trigger calls read it without the statistics, two aggregate queries: see
-        :meth:`create_run_for_trigger`.)
-        """
-        return await self._call(self._get_trigger, trigger_id, True)
-
-    def _get_trigger(self, trigger_id: int, with_stats: bool) -> dict[str, Any] | None:
+    def _get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
         with self._sessions() as s:
-            # A plain row (no ORM object): every trigger call starts here.
-            table = Trigger.__table__
-            trigger = s.execute(select(table).where(table.c.id == trigger_id)).first()
-            if trigger is None:
-                return None
-            stats = self._run_stats(s, [trigger_id]) if with_stats else {}
-            return trigger_to_dict(trigger, *stats.get(trigger_id, (0, None)))
+            trigger = self._read_trigger(s, trigger_id)
+            if trigger is not None:
+                count, last = self._run_stats(s, [trigger_id])[trigger_id]
+                trigger.update(pipeline_runs_count=count, last_pipeline_run_status=last)
+            return trigger
+
+    @staticmethod
+    def _read_trigger(s: Session, trigger_id: int) -> dict[str, Any] | None:
+        """The trigger without its run statistics (a plain row: trigger calls read it)."""
+        row = s.connection().execute(_TRIGGER_BY_ID, {"id": trigger_id}).first()
+        return trigger_to_dict(row) if row is not None else None
 
     async def list_triggers(self, pipeline_uuid: str | None = None) -> list[dict[str, Any]]:
         """Triggers, newest first, optionally of one pipeline."""
@@ -464,10 +469,33 @@ class Store:
         block_uuids: list[str],
         start: bool,
     ) -> NewRun:
+        try:
+            with self._sessions.begin() as s:
+                return self._insert_run(s, values, skip_if_active, block_uuids, start)
+        except IntegrityError:
+            # Another request with the same key won the race: answer its run.
+            key = values.get("idempotency_key")
+            if key is None:
+                raise
+            with self._sessions() as s:
+                existing = self._find_idempotent(s, values.get("pipeline_schedule_id"), key)
+            if existing is None:
+                raise
+            return NewRun(existing, "existing")
+
+    def _insert_run(
+        self,
+        s: Session,
+        values: dict[str, Any],
+        skip_if_active: int | None,
+        block_uuids: list[str],
+        start: bool,
+    ) -> NewRun:
+        """:meth:`create_run`'s checks and INSERTs, inside the caller's transaction."""
         key = values.get("idempotency_key")
         trigger_id = values.get("pipeline_schedule_id")
         if key is not None:
-            existing = self._find_idempotent(trigger_id, key)
+            existing = self._find_idempotent(s, trigger_id, key)
             if existing is not None:
                 return NewRun(existing, "existing")
         now = utcnow()
@@ -485,58 +513,49 @@ class Store:
                 "execution_partition": f"{trigger_id}/{stamp}",
             },
         }
-        try:
-            with self._sessions.begin() as s:
-                outcome = "created"
-                if skip_if_active is not None:
-                    active = s.scalar(
-                        select(func.count(Run.id)).where(
-                            Run.pipeline_schedule_id == trigger_id,
-                            Run.status.in_(("initial", "running")),
-                        )
-                    )
-                    if (active or 0) >= skip_if_active:
-                        outcome = "skipped"
-                        row.update(
-                            status="cancelled",
-                            completed_at=now,
-                            metrics={"skipped": "the trigger's earlier runs are still active"},
-                        )
-                if outcome == "created" and start:
-                    waiting = s.execute(select(Run.id).where(Run.status == "initial").limit(1))
-                    if waiting.first() is None:  # nobody to overtake
-                        outcome = "started"
-                        row.update(status="running", started_at=now)
-                # Plain INSERTs, no unit of work: this is the hot path of every trigger call.
-                table = cast(Table, Run.__table__)
-                result = cast(CursorResult[Any], s.execute(insert(table), row))
-                assert result.inserted_primary_key is not None
-                run = Run(id=result.inserted_primary_key[0], **row)  # not added to the session
-                if outcome != "skipped" and block_uuids:
-                    s.execute(
-                        insert(cast(Table, BlockRun.__table__)),
-                        [
-                            {
-                                "pipeline_run_id": run.id,
-                                "block_uuid": uuid,
-                                "status": "initial",
-                                "created_at": now,
-                                "updated_at": now,
-                            }
-                            for uuid in block_uuids
-                        ],
-                    )
-                if outcome != "started":
-                    return NewRun(run_to_dict(run), outcome)
-                # Answered as accepted (``initial``); it was claimed in the same commit.
-                accepted = Run(id=run.id, **{**row, "status": "initial", "started_at": None})
-                return NewRun(run_to_dict(accepted), outcome, self._plan(s, run))
-        except IntegrityError:
-            # Another request with the same key won the race: answer its run.
-            existing = self._find_idempotent(trigger_id, key)
-            if existing is None:
-                raise
-            return NewRun(existing, "existing")
+        outcome = "created"
+        if skip_if_active is not None:
+            active = s.scalar(
+                select(func.count(Run.id)).where(
+                    Run.pipeline_schedule_id == trigger_id,
+                    Run.status.in_(("initial", "running")),
+                )
+            )
+            if (active or 0) >= skip_if_active:
+                outcome = "skipped"
+                row.update(
+                    status="cancelled",
+                    completed_at=now,
+                    metrics={"skipped": "the trigger's earlier runs are still active"},
+                )
+        # Started at once only if nobody is waiting to be overtaken.
+        if outcome == "created" and start and s.execute(_ANY_WAITING_RUN).first() is None:
+            outcome = "started"
+            row.update(status="running", started_at=now)
+        # Plain INSERTs of prebuilt statements, no unit of work: every trigger call comes here.
+        conn = s.connection()
+        result = cast(CursorResult[Any], conn.execute(_INSERT_RUN, row))
+        assert result.inserted_primary_key is not None
+        run = Run(id=result.inserted_primary_key[0], **row)  # not added to the session
+        if outcome != "skipped" and block_uuids:
+            conn.execute(
+                _INSERT_BLOCK_RUN,
+                [
+                    {
+                        "pipeline_run_id": run.id,
+                        "block_uuid": uuid,
+                        "status": "initial",
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for uuid in block_uuids
+                ],
+            )
+        if outcome != "started":
+            return NewRun(run_to_dict(run), outcome)
+        # Answered as accepted (``initial``); it was claimed in the same commit.
+        accepted = Run(id=run.id, **{**row, "status": "initial", "started_at": None})
+        return NewRun(run_to_dict(accepted), outcome, self._plan(s, run))
 
     async def create_run_for_trigger(
         self, trigger_id: int, admit: Callable[[dict[str, Any] | None], dict[str, Any]]
@@ -545,25 +564,65 @@ class Store:
 
         The trigger is read (None if missing) and passed to ``admit``, which refuses the call by
         raising, or returns :meth:`create_run`'s arguments.
+
+        Calls that arrive while the database thread is busy share one transaction (group
+        commit): under a burst, one commit, one thread hand-off and one trigger read serve many
+        calls, while a lone call waits for nothing.
         """
-        return await self._call(self._create_run_for_trigger, trigger_id, admit)
+        loop = asyncio.get_running_loop()
+        call = _TriggerCall(trigger_id, admit, loop.create_future())
+        with self._calls_lock:
+            self._calls.append(call)
+            idle, self._draining = not self._draining, True
+        if idle:
+            loop.run_in_executor(self._executor, self._drain_trigger_calls, loop)
+        return await call.future
 
-    def _create_run_for_trigger(
-        self, trigger_id: int, admit: Callable[[dict[str, Any] | None], dict[str, Any]]
-    ) -> NewRun:
-        args = admit(self._get_trigger(trigger_id, with_stats=False))
-        return self._create_run(
-            args["values"], args["skip_if_active"], args["block_uuids"], args["start"]
+    def _drain_trigger_calls(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            with self._calls_lock:
+                batch, self._calls = self._calls, []
+                if not batch:
+                    self._draining = False
+                    return
+            outcomes = self._trigger_calls(batch)
+            loop.call_soon_threadsafe(_settle_trigger_calls, batch, outcomes)
+
+    def _trigger_calls(self, batch: list[_TriggerCall]) -> list[NewRun | BaseException]:
+        """The calls of ``batch`` in one transaction; each gets its run or its refusal."""
+        try:
+            with self._sessions.begin() as s:
+                triggers: dict[int, dict[str, Any] | None] = {}
+                outcomes: list[NewRun | BaseException] = []
+                for call in batch:
+                    if call.trigger_id not in triggers:
+                        triggers[call.trigger_id] = self._read_trigger(s, call.trigger_id)
+                    try:
+                        args = call.admit(triggers[call.trigger_id])
+                    except Exception as refusal:  # raised before this call wrote anything
+                        outcomes.append(refusal)
+                        continue
+                    outcomes.append(self._insert_run(s, **args))
+                return outcomes
+        except Exception:
+            # One call's failure (an Idempotency-Key race with another server, say) must not
+            # fail the others: each runs again in a transaction of its own.
+            return [self._one_trigger_call(call) for call in batch]
+
+    def _one_trigger_call(self, call: _TriggerCall) -> NewRun | BaseException:
+        try:
+            with self._sessions() as s:
+                trigger = self._read_trigger(s, call.trigger_id)
+            return self._create_run(**call.admit(trigger))
+        except Exception as exc:
+            return exc
+
+    @staticmethod
+    def _find_idempotent(s: Session, trigger_id: int | None, key: str) -> dict[str, Any] | None:
+        run = s.scalar(
+            select(Run).where(Run.pipeline_schedule_id == trigger_id, Run.idempotency_key == key)
         )
-
-    def _find_idempotent(self, trigger_id: int | None, key: str) -> dict[str, Any] | None:
-        with self._sessions() as s:
-            run = s.scalar(
-                select(Run).where(
-                    Run.pipeline_schedule_id == trigger_id, Run.idempotency_key == key
-                )
-            )
-            return run_to_dict(run) if run is not None else None
+        return run_to_dict(run) if run is not None else None
 
     async def get_run(self, run_id: int, with_blocks: bool = False) -> dict[str, Any] | None:
         """One run (and its block runs), or None."""
@@ -890,6 +949,35 @@ class Store:
     async def ping(self) -> None:
         """Round-trip to the database (used by tests and health checks)."""
         await self._call(lambda: self._with_session(lambda s: s.execute(text("SELECT 1"))))
+
+
+@dataclass
+class _TriggerCall:
+    """A trigger call waiting for the database thread (see :meth:`Store.create_run_for_trigger`)."""
+
+    trigger_id: int
+    admit: Callable[[dict[str, Any] | None], dict[str, Any]]
+    future: asyncio.Future[NewRun]
+
+
+def _settle_trigger_calls(
+    batch: list[_TriggerCall], outcomes: list[NewRun | BaseException]
+) -> None:
+    for call, outcome in zip(batch, outcomes, strict=True):
+        if call.future.done():  # its caller went away; the run stays committed
+            continue
+        if isinstance(outcome, BaseException):
+            call.future.set_exception(outcome)
+        else:
+            call.future.set_result(outcome)
+
+
+# The trigger call's statements, built once (building and keying one costs more than running it).
+_TRIGGER_TABLE = cast(Table, Trigger.__table__)
+_TRIGGER_BY_ID = select(_TRIGGER_TABLE).where(_TRIGGER_TABLE.c.id == bindparam("id"))
+_ANY_WAITING_RUN = select(Run.id).where(Run.status == "initial").limit(1)
+_INSERT_RUN = insert(cast(Table, Run.__table__))
+_INSERT_BLOCK_RUN = insert(cast(Table, BlockRun.__table__))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
