@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Any
@@ -77,6 +78,16 @@ class MageApp(ExtensionApp):
         ),
     ).tag(config=True)
 
+    gc_freeze_at_start = Bool(
+        True,
+        help=(
+            "Move the objects alive once the server has started out of the garbage collector's "
+            "reach (gc.freeze). A full collection otherwise walks them all, pausing every "
+            "request for 100-200 ms under load. Objects frozen this way are never freed by the "
+            "cycle collector (they live for the whole server anyway)."
+        ),
+    ).tag(config=True)
+
     def initialize_settings(self) -> None:
         """Build the services handlers use (reached as ``self.extensionapp.<service>``)."""
         logscrub.install(
@@ -121,6 +132,9 @@ class MageApp(ExtensionApp):
             self.log.warning("jupyter-mage: %d interrupted run(s) marked failed", len(failed))
         self.engine.kernels.refill(self.engine.kernel_name)
         self.dispatcher.wake()
+        if self.gc_freeze_at_start:
+            gc.collect()
+            gc.freeze()
 
     async def stop_extension(self) -> None:
         """Stop runs and close the database."""

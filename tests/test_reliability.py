@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -233,6 +234,7 @@ async def test_restart_fails_running_runs_and_starts_queued_ones(
     jp_serverapp: Any, seeded_db: dict[str, int], mage: MageClient
 ) -> None:
     await jp_serverapp.extension_manager.start_all_extensions()
+    assert gc.get_freeze_count() > 0  # MageApp.gc_freeze_at_start: the start-up heap is frozen
     failed = await mage.wait(seeded_db["was_running"])
     assert failed["status"] == "failed"
     assert failed["metrics"]["error"] == "the server stopped during the run"
