@@ -108,6 +108,7 @@ class MageApp(ExtensionApp):
             board=self.board,
             repository=self.repository,
             kernel_manager=self.serverapp.kernel_manager if self.serverapp else None,
+            session_manager=self.serverapp.session_manager if self.serverapp else None,
             pool_size=self.kernel_pool_size,
             reuse_kernels=self.kernel_reuse,
         )

@@ -134,6 +134,7 @@ class KernelEngine(LoggingConfigurable):
         board: StatusBoard,
         repository: PipelineRepository,
         kernel_manager: Any,
+        session_manager: Any = None,
         pool_size: int = 0,
         reuse_kernels: bool = False,
         **kwargs: Any,
@@ -150,6 +151,7 @@ class KernelEngine(LoggingConfigurable):
             self.log,
             warmup_code=kernel_code(None),
             reuse=reuse_kernels,
+            session_manager=session_manager,
         )
         self._active: dict[int, ActiveRun] = {}
         self._background: set[asyncio.Task[Any]] = set()

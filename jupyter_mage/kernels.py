@@ -53,6 +53,9 @@ START_ATTEMPTS = 3
 READY_POLL = 0.25
 #: Seconds after a trigger call during which kernel starts leave a core to the server.
 REQUEST_WINDOW = 1.0
+#: How our kernels appear in JupyterLab's list of running kernels (a session's type and name).
+SESSION_TYPE = "jupyter-mage"
+SESSION_NAME = "jupyter-mage: pipeline runs (not a notebook's kernel)"
 #: Idle reused kernels kept at most (or the pool size, if larger); the oldest goes first.
 REUSE_LIMIT = 4
 
@@ -70,6 +73,8 @@ class KernelHandle:
     kernel_name: str = ""
     #: The warm-up code ran: the run-time is loaded in the kernel.
     preloaded: bool = False
+    #: The session naming this kernel in JupyterLab's list of running kernels.
+    session_id: str | None = None
 
 
 class KernelPool:
@@ -88,6 +93,9 @@ class KernelPool:
         request does not pay for it.
     reuse
         Keep a cleanly finished run's kernel, reset, for the next run of the same pipeline.
+    session_manager
+        The server's session manager: each kernel of ours gets a session that names it (see
+        :data:`SESSION_NAME`). None: unnamed.
     """
 
     def __init__(
@@ -98,8 +106,10 @@ class KernelPool:
         log: logging.Logger,
         warmup_code: str = "",
         reuse: bool = False,
+        session_manager: Any = None,
     ) -> None:
         self.kernel_manager = kernel_manager
+        self.session_manager = session_manager
         self.reuse = reuse
         # pipeline uuid -> a reset kernel that last ran it (oldest first, for eviction)
         self._reusable: OrderedDict[str, KernelHandle] = OrderedDict()
@@ -223,7 +233,25 @@ class KernelPool:
                     client.stop_channels()
                 await self.shutdown(kernel_id)
                 raise
-        return KernelHandle(kernel_id, client, kernel_name)
+        handle = KernelHandle(kernel_id, client, kernel_name)
+        await self._name(handle)
+        return handle
+
+    async def _name(self, handle: KernelHandle) -> None:
+        # JupyterLab labels a running kernel with its sessions' names ("No sessions connected"
+        # otherwise). The path is no file's, so no notebook opened later joins this kernel.
+        if self.session_manager is None:
+            return
+        try:
+            session = await self.session_manager.create_session(
+                path=f"{SESSION_TYPE}/{handle.kernel_id}",
+                name=SESSION_NAME,
+                type=SESSION_TYPE,
+                kernel_id=handle.kernel_id,
+            )
+            handle.session_id = session["id"]
+        except Exception as exc:  # a name is a courtesy, never a reason to fail a run
+            self.log.debug("kernel %s: no session: %s", handle.kernel_id, exc)
 
     async def _wait_ready(self, kernel: Any, client: Any) -> None:
         """Until the kernel answers ``kernel_info`` and its iopub is connected.
@@ -287,11 +315,23 @@ class KernelPool:
             await self.discard(oldest)
 
     async def discard(self, handle: KernelHandle) -> None:
-        """Close a kernel's channels and shut it down."""
+        """Close a kernel's channels and shut it down (and its naming session)."""
         try:
             handle.client.stop_channels()
         finally:
             await self.shutdown(handle.kernel_id)
+            if handle.session_id is not None:
+                self._forget_session(handle.session_id)
+
+    def _forget_session(self, session_id: str) -> None:
+        # The row only (the kernel is gone): the server would otherwise drop it on its next
+        # listing, warning that the kernel "died unexpectedly".
+        try:
+            self.session_manager.cursor.execute(
+                "DELETE FROM session WHERE session_id=?", (session_id,)
+            )
+        except Exception as exc:  # the server may be closing its session database
+            self.log.debug("session %s: %s", session_id, exc)
 
     async def shutdown(self, kernel_id: str) -> None:
         """Shut a kernel down now; a kernel already gone is fine."""
