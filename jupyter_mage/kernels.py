@@ -55,7 +55,7 @@ READY_POLL = 0.25
 REQUEST_WINDOW = 1.0
 #: How our kernels appear in JupyterLab's list of running kernels (a session's type and name).
 SESSION_TYPE = "jupyter-mage"
-SESSION_NAME = "jupyter-mage: pipeline runs (not a notebook's kernel)"
+SESSION_NAME = "Pipeline runs (jupyter-mage)"
 #: Idle reused kernels kept at most (or the pool size, if larger); the oldest goes first.
 REUSE_LIMIT = 4
 

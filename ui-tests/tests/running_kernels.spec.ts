@@ -5,10 +5,14 @@ import { expect, test } from '@jupyterlab/galata';
 
 import { screenshot } from './helpers';
 
-const POOL_KERNEL_NAME = "jupyter-mage: pipeline runs (not a notebook's kernel)";
+const POOL_KERNEL_NAME = 'Pipeline runs (jupyter-mage)';
+
+// The real kernels and sessions lists: Galata would otherwise show only this test's own.
+test.use({ kernels: null, sessions: null });
 
 test('the warm pool kernel is named in the Kernels list', async ({ page }) => {
   await page.sidebar.openTab('jp-running-sessions');
+  await page.sidebar.setWidth(420);
   const panel = page.locator('#jp-running-sessions');
   const kernels = panel.locator('.jp-RunningSessions-item.jp-mod-kernel');
   // The server keeps one warm kernel (MageApp.kernel_pool_size=1): where an unused kernel
