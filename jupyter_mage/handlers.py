@@ -62,6 +62,10 @@ def _skip_threshold(settings: dict[str, Any]) -> int | None:
     return None
 
 
+def _pipeline_not_found(uuid: str) -> ApiError:
+    return ApiError(404, "not_found", f"pipeline '{uuid[:200]}' not found")
+
+
 def _error_body(status: int, error_type: str, message: str) -> dict[str, Any]:
     return {"message": message, "error": {"code": status, "type": error_type, "message": message}}
 
@@ -115,7 +119,7 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         try:
             return await self.mage.repository.get(uuid)
         except PipelineNotFound:
-            raise ApiError(404, "not_found", f"pipeline '{uuid[:200]}' not found") from None
+            raise _pipeline_not_found(uuid) from None
 
     async def accept_run(
         self, trigger_id: str, check: Callable[[dict[str, Any]], None] | None = None
@@ -149,8 +153,7 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
             try:
                 pipeline = self.mage.repository.load(trigger["pipeline_uuid"])
             except PipelineNotFound:
-                uuid = trigger["pipeline_uuid"][:200]
-                raise ApiError(404, "not_found", f"pipeline '{uuid}' not found") from None
+                raise _pipeline_not_found(trigger["pipeline_uuid"]) from None
             settings = trigger["settings"]
             return {
                 "values": {

@@ -421,6 +421,14 @@ def _topological_order(blocks: list[Block]) -> list[str]:
     return order
 
 
+def _mtime(path: Path) -> int | None:
+    """A file's modification time in ns, or None if it cannot be read."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 class PipelineRepository:
     """Finds pipeline notebooks under the server's root dir and caches them by mtime.
 
@@ -460,27 +468,18 @@ class PipelineRepository:
     def load(self, uuid: str) -> Pipeline:
         """Load one pipeline, blocking; served from cache while the file is unchanged."""
         cached = self._cache.get(uuid)
-        if cached:  # unchanged since read: one stat, no path resolution (it walks every part)
-            try:
-                fresh = Path(self.root, cached[1].path).stat().st_mtime_ns == cached[0]
-            except OSError:
-                fresh = False
-            if fresh and cached[1].blocks:
-                return cached[1]
-        path = self.resolve(uuid)  # anything read is read from inside the root
-        try:
-            mtime = path.stat().st_mtime_ns
-        except OSError:
-            raise PipelineNotFound(uuid) from None
-        if cached and cached[0] == mtime:
-            pipeline = cached[1]
+        if cached is not None and _mtime(self.root / cached[1].path) == cached[0]:
+            pipeline = cached[1]  # unchanged: one stat, no path resolution (it walks every part)
         else:
+            path = self.resolve(uuid)  # anything read is read from inside the root
+            mtime = _mtime(path)
+            if mtime is None:
+                raise PipelineNotFound(uuid)
             try:
                 nb = nbformat.read(path, as_version=4)
             except Exception as exc:  # unreadable JSON is not a pipeline
                 raise PipelineNotFound(uuid) from exc
-            rel = path.relative_to(self.root).as_posix()
-            pipeline = parse_notebook(uuid, rel, nb)
+            pipeline = parse_notebook(uuid, path.relative_to(self.root).as_posix(), nb)
             self._cache[uuid] = (mtime, pipeline)
         if not pipeline.blocks:
             raise PipelineNotFound(uuid)
