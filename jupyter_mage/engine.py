@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -26,10 +27,11 @@ from traitlets import Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import runtime
+from .execute import ExecuteRequest
 from .kernels import KernelHandle, KernelPool
 from .pipeline import Pipeline, PipelineNotFound, PipelineRepository
 from .state import StatusBoard
-from .storage import BLOCK_FINISHED, Store
+from .storage import BLOCK_FINISHED, Store, utcnow
 from .variables import merge_variables, parse_time, system_keys
 
 RUNTIME_SOURCE = Path(runtime.__file__).read_text(encoding="utf-8")
@@ -82,9 +84,57 @@ class BlockState:
 
     block_run_id: int
     status: str
+    #: Log text received and not yet written to the block run.
     log: list[str] = field(default_factory=list)
     log_chars: int = 0
     cell_outputs: list[dict[str, Any]] = field(default_factory=list)
+    output_bytes: int = 0
+    #: The run-time reported the block's end (its ``block_finished`` event came).
+    reported: bool = False
+
+
+@dataclass
+class KernelReport:
+    """What the kernel said about a run, as it arrived: the basis of the run's final status."""
+
+    #: Events received (each one carries a sequence number).
+    events: int = 0
+    #: ``run_finished`` came: the number of events the run-time sent, and how the run ended
+    #: (``finished``, ``interrupted``, ``runtime_error``), with the run-time's own error.
+    sent: int | None = None
+    ending: str | None = None
+    runtime_error: dict[str, Any] | None = None
+    #: What was printed after the last block ended (``run_finished``'s ``log``).
+    trailing_output: str = ""
+    #: The execute reply's content, once the request is over.
+    reply: dict[str, Any] | None = None
+
+    @property
+    def lost(self) -> int:
+        """Events the run-time sent that never arrived (0 until ``run_finished`` came)."""
+        return 0 if self.sent is None else max(self.sent - self.events, 0)
+
+    def problem(self) -> str | None:
+        """Why the run cannot count as completed from the kernel's side, or None."""
+        if self.ending == "runtime_error":
+            error = self.runtime_error or {}
+            return (
+                "jupyter-mage's run-time failed in the kernel: "
+                f"{error.get('type', 'Error')}: {error.get('message', '')}"
+            )
+        if self.sent is None:
+            reply = self.reply or {}
+            if reply.get("status") == "error":
+                return (
+                    "the kernel failed the run's request: "
+                    f"{reply.get('ename', 'Error')}: {reply.get('evalue', '')}"
+                )
+            return "the kernel ended the run's request before every block reported its end"
+        if self.lost:
+            return f"{self.lost} of {self.sent} messages from the kernel were lost"
+        if self.ending == "interrupted":
+            return "the run was interrupted (KeyboardInterrupt)"
+        return None
 
 
 @dataclass
@@ -97,8 +147,85 @@ class ActiveRun:
     failure: str | None = None
     timeout_status: str | None = None
     execute_task: asyncio.Task[Any] | None = None
+    report: KernelReport = field(default_factory=KernelReport)
     #: Set by the kernel's ``run_finished`` event: every block has its final status.
     blocks_done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+#: One block-run write: (block run id, new status or None for a log append, logs, columns).
+BlockChange = tuple[int, "str | None", str, dict[str, Any]]
+
+
+class RunMessages:
+    """Routes a run's iopub messages: events to the recorder, output to its block's log.
+
+    Every stream message between a block's ``block_started`` and ``block_finished`` belongs to
+    that block (iopub keeps order); most output arrives in the run-time's own ``output``
+    events, the rest (text written to the process's descriptors, display data) as ordinary
+    messages.
+    """
+
+    def __init__(
+        self,
+        engine: KernelEngine,
+        active: ActiveRun,
+        states: dict[str, BlockState],
+        events: asyncio.Queue[dict[str, Any] | None],
+    ) -> None:
+        self.engine = engine
+        self.active = active
+        self.states = states
+        self.events = events
+        self.current: BlockState | None = None
+
+    def __call__(self, msg: dict[str, Any]) -> None:
+        try:
+            self._route(msg)
+        except Exception:  # a malformed message must not stop the run's reader
+            self.engine.log.exception("run %s: unreadable kernel message", self.active.run_id)
+
+    def _route(self, msg: dict[str, Any]) -> None:
+        msg_type = msg["msg_type"]
+        content = msg["content"]
+        data = content.get("data", {}) if msg_type == "display_data" else {}
+        event = data.get(runtime.EVENT_MIME)
+        if isinstance(event, dict):
+            self._event(event)
+            return
+        state = self.current
+        if state is None:
+            return
+        if msg_type == "stream":
+            self.engine.add_output(state, content.get("name", "stdout"), content["text"])
+        elif msg_type in ("display_data", "execute_result"):
+            self.engine.add_display(state, data, content.get("metadata", {}))
+        elif msg_type == "error":
+            self.engine.append_log(state, "\n".join(content.get("traceback", [])) + "\n")
+
+    def _event(self, event: dict[str, Any]) -> None:
+        report = self.active.report
+        report.events += 1
+        kind = event.get("event")
+        if kind == "output":
+            state = self.states.get(event.get("block") or "")
+            for name, text in event.get("parts", []):
+                if state is not None:
+                    self.engine.add_output(state, name, text)
+            if state is not None and state.log:
+                self.events.put_nowait(event)  # a live log append
+            return
+        event["received_at"] = utcnow()
+        if kind == "block_started":
+            self.current = self.states.get(event.get("block") or "")
+        elif kind == "block_finished":
+            self.current = None
+        elif kind == "run_finished":
+            report.sent = event.get("seq")
+            report.ending = event.get("ending")
+            report.runtime_error = event.get("error")
+            report.trailing_output = str(event.get("log") or "")
+            self.active.blocks_done.set()
+        self.events.put_nowait(event)
 
 
 class KernelEngine(LoggingConfigurable):
@@ -114,7 +241,24 @@ class KernelEngine(LoggingConfigurable):
     ).tag(config=True)
 
     max_log_chars = Int(
-        1_000_000, help="Characters of output kept per block run; the rest is cut with a note."
+        runtime.LOG_LIMIT,
+        help="Characters of output kept per block run; the rest is counted and noted, not kept.",
+    ).tag(config=True)
+
+    max_error_chars = Int(
+        runtime.ERROR_LIMIT,
+        help=(
+            "Characters kept of a block error's message and of its traceback (each; head and "
+            "tail, the middle cut). Errors are stored with the run and shown in every list."
+        ),
+    ).tag(config=True)
+
+    max_cell_output_bytes = Int(
+        5 * 1024 * 1024,
+        help=(
+            "Bytes of display outputs (tables, images) kept per block in the executed notebook; "
+            "later ones are left out with a note. Printed text is bounded by max_log_chars."
+        ),
     ).tag(config=True)
 
     cancel_grace = Float(
@@ -211,67 +355,30 @@ class KernelEngine(LoggingConfigurable):
         try:
             pipeline = await self.repository.get(plan["pipeline_uuid"])
         except PipelineNotFound:
-            await self.board.run(
-                run_id,
-                "failed",
-                metrics={"error": f"pipeline '{plan['pipeline_uuid']}' not found"},
+            await self._final_status(
+                run_id, "failed", {"error": f"pipeline '{plan['pipeline_uuid']}' not found"}
             )
             return
         if not pipeline.is_valid:
             problems = "; ".join(e["message"] for e in pipeline.errors)
-            await self.board.run(
-                run_id, "failed", metrics={"error": f"invalid pipeline: {problems}"}
-            )
+            await self._final_status(run_id, "failed", {"error": f"invalid pipeline: {problems}"})
             return
 
-        blocks = pipeline.runnable_blocks()
         states, skip = await self._prepare_block_runs(plan, pipeline)
         payload = self._payload(plan, pipeline, skip)
-        events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
-        recorder = asyncio.create_task(self._record_events(events, states))
-        current: list[str] = []  # the block whose output is arriving now, if any
-
-        def on_message(msg: dict[str, Any]) -> None:
-            msg_type = msg["msg_type"]
-            content = msg["content"]
-            data = content.get("data", {})
-            if msg_type == "display_data" and runtime.EVENT_MIME in data:
-                event = data[runtime.EVENT_MIME]
-                block = event.get("block")
-                if event["event"] == "block_started":
-                    current[:] = [block]
-                elif event["event"] == "block_finished":
-                    current.clear()
-                elif event["event"] == "run_finished":
-                    active.blocks_done.set()
-                events.put_nowait((event["event"], event))
-                return
-            state = states.get(current[0]) if current else None
-            if state is None:
-                return
-            if msg_type == "stream":
-                self._append_log(state, content["text"])
-                state.cell_outputs.append(nbformat.v4.new_output("stream", **content))
-            elif msg_type in ("display_data", "execute_result"):
-                self._append_log(state, str(data.get("text/plain", "")) + "\n")
-                state.cell_outputs.append(
-                    nbformat.v4.new_output(
-                        "display_data", data=data, metadata=content.get("metadata", {})
-                    )
-                )
-            elif msg_type == "error":
-                self._append_log(state, "\n".join(content.get("traceback", [])) + "\n")
-
+        events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        recorder = asyncio.create_task(self._record_events(events, states, active))
+        messages = RunMessages(self, active, states, events)
         handle = None
         try:
             if active.cancel_requested:  # cancelled before its kernel was asked for
-                return await self._finish(plan, pipeline, blocks, states, active)
+                return await self._finish(plan, pipeline, states, skip, active)
             reuse_key = pipeline.uuid if self.kernels.reuse else None
             handle = await self.kernels.acquire(pipeline.kernel_name or self.kernel_name, reuse_key)
             active.kernel_id = handle.kernel_id
             cwd = Path(pipeline.path).parent.as_posix()
             code = kernel_code(payload, "" if cwd == "." else cwd, preloaded=handle.preloaded)
-            await self._run_in_kernel(active, handle, code, on_message, plan["trigger_settings"])
+            await self._run_in_kernel(active, handle, code, messages, plan["trigger_settings"])
         except asyncio.CancelledError:
             if not active.cancel_requested and active.failure is None:
                 active.failure = "the run was stopped"
@@ -282,7 +389,7 @@ class KernelEngine(LoggingConfigurable):
             events.put_nowait(None)
             await recorder
         try:
-            await self._finish(plan, pipeline, blocks, states, active)
+            await self._finish(plan, pipeline, states, skip, active)
         finally:
             if handle is not None:
                 # After the final status: a kernel shutdown can stall seconds, and neither it
@@ -296,22 +403,19 @@ class KernelEngine(LoggingConfigurable):
         active: ActiveRun,
         handle: KernelHandle,
         code: str,
-        on_message: Any,
+        messages: RunMessages,
         settings: dict[str, Any],
     ) -> None:
+        """Send the run's request; return when every block reported, or the request is over.
+
+        Also over: the kernel died (the watchdog), or the run's own timeout expired (then the
+        kernel is interrupted, and killed if it ignores that).
+        """
         kernel = self.kernel_manager.get_kernel(handle.kernel_id)
         if active.cancel_requested:
             return
-        active.execute_task = asyncio.ensure_future(
-            handle.client.execute_interactive(
-                code,
-                store_history=False,
-                allow_stdin=False,
-                stop_on_error=False,
-                output_hook=on_message,
-                timeout=None,
-            )
-        )
+        request = ExecuteRequest(handle.client, messages)
+        active.execute_task = asyncio.ensure_future(request.run(code))
         watchdog = asyncio.ensure_future(self._watch_kernel(kernel))
         blocks_done = asyncio.ensure_future(active.blocks_done.wait())
         timeout = settings.get("timeout")
@@ -337,8 +441,8 @@ class KernelEngine(LoggingConfigurable):
             active.execute_task.cancel()
             if not active.cancel_requested:
                 active.failure = active.failure or "the kernel died during the run"
-        else:
-            active.execute_task.result()
+            return
+        active.report.reply = active.execute_task.result()
 
     async def _release(
         self, active: ActiveRun, handle: KernelHandle, reuse_key: str | None
@@ -350,8 +454,9 @@ class KernelEngine(LoggingConfigurable):
             if not task.done():
                 task.cancel()
                 reuse_key = None
-        if task is not None and task.done() and not task.cancelled() and task.exception():
-            reuse_key = None
+        if task is not None and task.done() and not task.cancelled():
+            failed = task.exception() is not None or task.result().get("status") != "ok"
+            reuse_key = None if failed else reuse_key
         await self.kernels.release(handle, reuse_key)
 
     @staticmethod
@@ -441,6 +546,7 @@ class KernelEngine(LoggingConfigurable):
                 event_variables=event_variables,
             ),
             "allow_blocks_to_fail": bool(plan["trigger_settings"].get("allow_blocks_to_fail")),
+            "limits": {"log_chars": self.max_log_chars, "error_chars": self.max_error_chars},
             "blocks": [
                 {
                     "uuid": b.uuid,
@@ -454,73 +560,152 @@ class KernelEngine(LoggingConfigurable):
             ],
         }
 
-    def _append_log(self, state: BlockState, text: str) -> None:
+    # -- what blocks print ------------------------------------------------------------------
+
+    def append_log(self, state: BlockState, text: str) -> None:
+        """Add text to a block's log, within ``max_log_chars`` (a second bound: the run-time
+        already cuts what it captures; this one also covers descriptor-level output)."""
         room = self.max_log_chars - state.log_chars
-        if room <= 0:
+        if room <= 0 or not text:
             return
         if len(text) > room:
             text = text[:room] + "\n[log truncated]\n"
         state.log.append(text)
         state.log_chars += len(text)
 
+    def add_output(self, state: BlockState, name: str, text: str) -> None:
+        """Printed text: the block's log, and a stream output of its executed cell."""
+        before = state.log_chars
+        self.append_log(state, text)
+        kept = text[: state.log_chars - before]
+        if not kept:
+            return
+        outputs = state.cell_outputs
+        if outputs and outputs[-1].get("output_type") == "stream" and outputs[-1]["name"] == name:
+            outputs[-1]["text"] += kept  # one output per stretch of a stream, as Jupyter shows it
+        else:
+            outputs.append(nbformat.v4.new_output("stream", name=name, text=kept))
+
+    def add_display(
+        self, state: BlockState, data: dict[str, Any], metadata: dict[str, Any]
+    ) -> None:
+        """Display data of a block: its text in the log, the bundle in its executed cell."""
+        self.append_log(state, str(data.get("text/plain", "")) + "\n")
+        size = sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values())
+        if state.output_bytes + size > self.max_cell_output_bytes:
+            if state.output_bytes <= self.max_cell_output_bytes:
+                note = f"[display outputs beyond {self.max_cell_output_bytes} bytes not kept]\n"
+                state.cell_outputs.append(
+                    nbformat.v4.new_output("stream", name="stderr", text=note)
+                )
+                state.output_bytes = self.max_cell_output_bytes + 1
+            return
+        state.output_bytes += size
+        state.cell_outputs.append(
+            nbformat.v4.new_output("display_data", data=data, metadata=metadata)
+        )
+
+    # -- block runs and events ---------------------------------------------------------------
+
     async def _record_events(
         self,
-        events: asyncio.Queue[tuple[str, dict[str, Any]] | None],
+        events: asyncio.Queue[dict[str, Any] | None],
         states: dict[str, BlockState],
+        active: ActiveRun,
     ) -> None:
-        """Write block events in the order the kernel sent them, a batch per transaction."""
+        """Write block events in the order the kernel sent them, a batch per transaction.
+
+        A write that fails (the database locked by another process, full, gone) is tried again
+        until it lands: a block's recorded status is never left behind its real one.
+        """
         finished = False
         while not finished:
             batch = [await events.get()]
             while not events.empty():
                 batch.append(events.get_nowait())
-            changes: list[tuple[int, str, str, dict[str, Any]]] = []
-            targets: list[tuple[BlockState, str]] = []
-            for item in batch:
-                if item is None:
+            changes: list[BlockChange] = []
+            targets: list[tuple[BlockState, str | None]] = []
+            for event in batch:
+                if event is None:
                     finished = True
                     break
-                kind, event = item
-                state = states.get(event.get("block", ""))
+                state = states.get(event.get("block") or "")
                 if state is None:
                     continue
+                kind = event["event"]
                 if kind == "block_started":
-                    changes.append((state.block_run_id, "running", "", {}))
+                    values = {"started_at": event["received_at"]}
+                    changes.append((state.block_run_id, "running", "", values))
                     targets.append((state, "running"))
                 elif kind == "block_finished":
-                    status, logs, values = self._finished_change(state, event)
+                    state.reported = True
+                    status, logs, values = self._finished_change(state, event, active)
+                    values["completed_at"] = event["received_at"]
                     changes.append((state.block_run_id, status, logs, values))
                     targets.append((state, status))
+            # Live logs: what running blocks printed so far (a finished block's went with it).
+            for state in states.values():
+                if state.log and state.status == "running" and not state.reported:
+                    changes.append((state.block_run_id, None, self._take_log(state), {}))
+                    targets.append((state, None))
             if not changes:
                 continue
-            try:
-                applied = await self.board.blocks(changes)
-            except Exception:  # a failed write must not stop the run's bookkeeping
-                self.log.exception("recording block events failed")
-                continue
+            applied = await self._until_written(self.board.blocks, changes)
             for (state, status), ok in zip(targets, applied, strict=True):
-                if ok:
+                if ok and status is not None:
                     state.status = status
 
+    async def _until_written(self, write: Any, *args: Any) -> Any:
+        """``await write(*args)``, tried again (backing off to 5 s) until it succeeds."""
+        delay = 0.1
+        while True:
+            try:
+                return await write(*args)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("jupyter-mage: write failed (%s); trying again", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    def _take_log(state: BlockState) -> str:
+        logs = "".join(state.log)
+        state.log.clear()
+        return logs
+
     def _finished_change(
-        self, state: BlockState, event: dict[str, Any]
+        self, state: BlockState, event: dict[str, Any], active: ActiveRun
     ) -> tuple[str, str, dict[str, Any]]:
         """Status, log text and columns of a ``block_finished`` event."""
         status = event["status"]
+        error = event.get("error") or {}
+        if status == "failed" and error.get("type") == "KeyboardInterrupt":
+            # The interrupt of a cancel ends the block cancelled; a run timeout's, failed with
+            # the timeout as its error. A KeyboardInterrupt the block raised itself stays one.
+            if active.cancel_requested:
+                status = "cancelled"
+            elif active.timeout_status is not None and active.failure:
+                error = {"type": "RunTimeout", "message": active.failure, "traceback": ""}
         values: dict[str, Any] = {}
         metrics: dict[str, Any] = {}
         for key in ("seconds", "attempts"):
             if key in event:
                 metrics[key] = event[key]
         if event.get("log"):  # printed while no block was running (conditions, callbacks)
-            self._append_log(state, str(event["log"]))
-            state.cell_outputs.append(
-                nbformat.v4.new_output("stream", name="stdout", text=str(event["log"]))
+            self.add_output(state, "stdout", str(event["log"]))
+        dropped = event.get("dropped_chars") or 0
+        if dropped:
+            note = (
+                f"\n[{dropped} more characters of output not kept: "
+                f"the limit is {self.max_log_chars} per block]\n"
             )
+            state.log.append(note)
+            state.cell_outputs.append(nbformat.v4.new_output("stream", name="stderr", text=note))
         if status == "failed":
-            error = event.get("error") or {}
+            error = self._bounded_error(error)
             metrics["error"] = error
-            self._append_log(state, error.get("traceback", ""))
+            self.append_log(state, error.get("traceback", ""))
             state.cell_outputs.append(
                 nbformat.v4.new_output(
                     "error",
@@ -533,65 +718,97 @@ class KernelEngine(LoggingConfigurable):
             values["outputs"] = event.get("outputs", [])
         if metrics:
             values["metrics"] = metrics
-        logs = "".join(state.log)
-        state.log.clear()
-        return status, logs, values
+        return status, self._take_log(state), values
+
+    def _bounded_error(self, error: dict[str, Any]) -> dict[str, Any]:
+        """An error as stored: type, message and traceback each within ``max_error_chars``."""
+        return {
+            key: runtime.cut_text(str(error.get(key, "")), self.max_error_chars)
+            for key in ("type", "message", "traceback")
+        }
+
+    # -- the run's end -------------------------------------------------------------------------
+
+    async def _final_status(
+        self, run_id: int, status: str, metrics: dict[str, Any], executed: str | None = None
+    ) -> None:
+        """Write a run's final status, trying again until it lands: a run never stays running."""
+        await self._until_written(
+            functools.partial(
+                self.board.run, run_id, status, metrics=metrics, executed_notebook=executed
+            )
+        )
+
+    def _ending(
+        self, plan: dict[str, Any], states: dict[str, BlockState], skip: set[str], active: ActiveRun
+    ) -> tuple[str, str | None]:
+        """The run's final status and, unless it completed, why.
+
+        A run completes only if every block it ran reported its end, and every message the
+        kernel sent about it arrived. Anything else (an error reply, lost messages, a dead or
+        interrupted kernel, a request that ended early) is a failure with its reason.
+        """
+        if active.cancel_requested:
+            return "cancelled", None
+        if active.timeout_status is not None:
+            return active.timeout_status, active.failure
+        if active.failure is not None:
+            return "failed", active.failure
+        problem = active.report.problem()
+        unreported = [u for u, st in states.items() if u not in skip and not st.reported]
+        if problem is None and unreported:
+            problem = f"block {unreported[0]} did not report its end"
+        if problem is not None:
+            return "failed", problem
+        failed = [u for u, st in states.items() if st.status == "failed"]
+        if failed and not plan["trigger_settings"].get("allow_blocks_to_fail"):
+            return "failed", f"Failed blocks: {', '.join(failed)}."
+        return "completed", None
 
     async def _finish(
         self,
         plan: dict[str, Any],
         pipeline: Pipeline,
-        blocks: list[Any],
         states: dict[str, BlockState],
+        skip: set[str],
         active: ActiveRun,
     ) -> None:
         """Close every open block run, write the executed notebook, set the run's status."""
-        failed_block = False
+        status, reason = self._ending(plan, states, skip, active)
+        # The block that was executing when the run went wrong fails with the reason. A kernel
+        # that dies at once can lose its last messages (even "block_started"), so without a
+        # running block it is the first open one: blocks run in this order.
+        open_states = [st for st in states.values() if st.status not in BLOCK_FINISHED]
         culprit = None
-        if active.failure is not None and not active.cancel_requested:
-            # The block that was executing when the kernel died or the run timed out. A kernel
-            # that dies at once can lose its last iopub messages (even "block_started"), so
-            # without a running block it is the first open one: blocks run in this order.
-            open_states = [st for st in states.values() if st.status not in BLOCK_FINISHED]
+        if reason is not None and not active.cancel_requested:
             running = [st for st in open_states if st.status == "running"]
-            culprit = (running or open_states or [None])[0]
+            failed = any(st.status == "failed" for st in states.values())
+            culprit = (running or ([] if failed else open_states) or [None])[0]
+        changes: list[BlockChange] = []
         for state in states.values():
-            if state.status not in BLOCK_FINISHED:
-                if state is culprit:
-                    reason = active.failure or "the block did not finish"
-                    logs = "".join(state.log) + f"\n{reason}\n"
-                    await self.board.block(
-                        state.block_run_id,
-                        "failed",
-                        logs=logs,
-                        metrics={"error": {"type": "RunError", "message": reason}},
-                    )
-                    state.status = "failed"
-                else:
-                    await self.board.block(state.block_run_id, "cancelled", logs="".join(state.log))
-                    state.status = "cancelled"
-            failed_block = failed_block or state.status == "failed"
+            if state.status in BLOCK_FINISHED:
+                continue
+            if state is culprit:
+                message = reason or "the block did not finish"
+                logs = self._take_log(state) + f"\n{message}\n"
+                error = {"type": "RunError", "message": message}
+                changes.append((state.block_run_id, "failed", logs, {"metrics": {"error": error}}))
+                state.status = "failed"
+            else:
+                changes.append((state.block_run_id, "cancelled", self._take_log(state), {}))
+                state.status = "cancelled"
+        if changes:
+            await self._until_written(self.board.blocks, changes)
 
-        allow_failures = bool(plan["trigger_settings"].get("allow_blocks_to_fail"))
         run_metrics: dict[str, Any] = {
             "blocks": {uuid: s.status for uuid, s in states.items()},
             "kernel_id": active.kernel_id,
         }
-        if active.cancel_requested:
-            status = "cancelled"
-        elif active.timeout_status is not None:
-            status = active.timeout_status
-            run_metrics["error"] = active.failure
-        elif active.failure is not None:
-            status = "failed"
-            run_metrics["error"] = active.failure
-        elif failed_block and not allow_failures:
-            status = "failed"
-            failed = [u for u, s in states.items() if s.status == "failed"]
-            run_metrics["error"] = f"Failed blocks: {', '.join(failed)}."
-        else:
-            status = "completed"
-
+        if reason is not None:
+            run_metrics["error"] = reason
+        trailing = active.report.trailing_output
+        if trailing:
+            run_metrics["trailing_output"] = runtime.cut_text(trailing, self.max_error_chars)
         executed = None
         try:
             executed = await asyncio.to_thread(
@@ -599,7 +816,7 @@ class KernelEngine(LoggingConfigurable):
             )
         except Exception as exc:
             self.log.warning("run %s: executed notebook not written: %s", plan["id"], exc)
-        await self.board.run(plan["id"], status, metrics=run_metrics, executed_notebook=executed)
+        await self._final_status(plan["id"], status, run_metrics, executed)
 
     def _write_executed_notebook(
         self, plan: dict[str, Any], pipeline: Pipeline, states: dict[str, BlockState], status: str

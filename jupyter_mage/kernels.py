@@ -32,6 +32,8 @@ from typing import Any
 import zmq.asyncio
 from jupyter_core.utils import ensure_async
 
+from .execute import execute
+
 # Run in a reused kernel between two runs: forget the run's names, go back to the root dir,
 # drop the per-block loggers the run created.
 _RESET_CODE = """\
@@ -58,6 +60,15 @@ SESSION_TYPE = "jupyter-mage"
 SESSION_NAME = "Pipeline runs (jupyter-mage)"
 #: Idle reused kernels kept at most (or the pool size, if larger); the oldest goes first.
 REUSE_LIMIT = 4
+
+
+#: The server's credentials, which a run's kernel (running the pipeline's code) must not hold.
+SERVER_SECRETS = ("JUPYTER_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN", "JUPYTER_PASSWORD")
+
+
+def kernel_environment() -> dict[str, str]:
+    """The environment of a run's kernel: the server's, without the server's credentials."""
+    return {k: v for k, v in os.environ.items() if k not in SERVER_SECRETS}
 
 
 class KernelDied(RuntimeError):
@@ -131,6 +142,9 @@ class KernelPool:
         # One ZMQ context for every client of ours: by default each client makes its own
         # (an I/O thread and file descriptors) and frees it only when garbage-collected.
         self._context = zmq.asyncio.Context()
+        # No receive high-water mark: a run's messages queue in this process rather than being
+        # dropped by the kernel's PUB socket when the event loop is busy for a moment.
+        self._context.setsockopt(zmq.RCVHWM, 0)
 
     def ready_count(self, kernel_name: str) -> int:
         """Kernels waiting in the pool for this spec."""
@@ -216,7 +230,9 @@ class KernelPool:
     async def _start_once(self, kernel_name: str) -> KernelHandle:
         async with self._start_slot():
             kernel_id = await ensure_async(
-                self.kernel_manager.start_kernel(kernel_name=kernel_name, path="")
+                self.kernel_manager.start_kernel(
+                    kernel_name=kernel_name, path="", env=kernel_environment()
+                )
             )
             client = None
             try:
@@ -292,14 +308,8 @@ class KernelPool:
     async def recycle(self, handle: KernelHandle, reuse_key: str) -> None:
         """Reset a kernel after a clean run and keep it for the pipeline's next run."""
         try:
-            reply = await handle.client.execute_interactive(
-                _RESET_CODE,
-                store_history=False,
-                allow_stdin=False,
-                output_hook=lambda msg: None,
-                timeout=self.startup_timeout,
-            )
-            usable = reply["content"]["status"] == "ok" and not self._stopped
+            reply = await execute(handle.client, _RESET_CODE, self.startup_timeout)
+            usable = reply["status"] == "ok" and not self._stopped
         except Exception as exc:
             self.log.debug("kernel %s reset failed: %s", handle.kernel_id, exc)
             usable = False
@@ -365,14 +375,8 @@ class KernelPool:
             try:
                 handle = await self.start(kernel_name)
                 if self.warmup_code:
-                    reply = await handle.client.execute_interactive(
-                        self.warmup_code,
-                        store_history=False,
-                        allow_stdin=False,
-                        output_hook=lambda msg: None,
-                        timeout=self.startup_timeout,
-                    )
-                    if reply["content"]["status"] != "ok":
+                    reply = await execute(handle.client, self.warmup_code, self.startup_timeout)
+                    if reply["status"] != "ok":
                         await self.discard(handle)
                         raise RuntimeError("warm-up code failed")
                     handle.preloaded = True

@@ -23,12 +23,13 @@ import io
 import json
 import linecache
 import logging
-import reprlib
+import os
 import signal
 import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -37,6 +38,14 @@ EVENT_MIME = "application/vnd.jupyter-mage.event+json"
 MAIN_DECORATORS = ("data_loader", "transformer", "data_exporter", "custom", "sensor")
 CALLBACK_STATUSES = ("success", "failure", "cancelled")
 TEXT_LIMIT = 2000
+#: Characters kept of an error's message and of its traceback (each), unless the plan says.
+ERROR_LIMIT = 20_000
+#: Characters of printed output kept per block, unless the plan says (the rest is counted).
+LOG_LIMIT = 1_000_000
+#: Captured output is sent at least this often (seconds) while a block runs ...
+OUTPUT_INTERVAL = 0.2
+#: ... and as soon as this many characters wait.
+OUTPUT_CHUNK = 256 * 1024
 SAMPLE_ROWS = 10
 SAMPLE_COLUMNS = 50
 #: Sensor polling when neither the notebook nor the cell says otherwise (seconds).
@@ -117,34 +126,102 @@ RUN_NAMESPACE_KEY = "__jupyter_mage_block__"
 
 # -- output summaries (bounded whatever the value) -------------------------------------------
 
-_repr = reprlib.Repr()
-_repr.maxstring = TEXT_LIMIT
-_repr.maxother = TEXT_LIMIT
-_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 20
-_repr.maxlevel = 3
+_SEQUENCES = (list, tuple, set, frozenset)
 
 
-def _short_text(value: Any) -> str:
+def bounded_repr(value: Any, limit: int = TEXT_LIMIT) -> str:
+    """A repr of at most ``limit`` characters that never builds the full repr of a big value.
+
+    Strings and bytes are cut before ``repr`` sees them; dicts, lists, tuples and sets (their
+    subclasses too, whose own ``__repr__`` could be unbounded) show their first 20 items, three
+    levels deep; anything else is the object's own ``repr`` (a DataFrame or an array summarises
+    itself), cut. A broken ``__repr__`` gives a placeholder instead of an error.
+    """
+    parts: list[str] = []
+    _repr_into(value, parts, limit + 1, 3)
+    text = "".join(parts)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _repr_into(value: Any, parts: list[str], room: int, depth: int) -> int:
+    """Append a bounded repr of ``value`` to ``parts``; returns the room left."""
+    if room <= 0:
+        return room
     try:
-        if isinstance(value, list | tuple | dict | set | frozenset | str):
-            text = _repr.repr(value)
+        if isinstance(value, str | bytes | bytearray):
+            text = repr(value[: room + 1])
+        elif isinstance(value, dict):
+            text = _container_repr(value, room, depth, "{", "}", dict_items=True)
+        elif isinstance(value, _SEQUENCES):
+            opening, closing = _BRACKETS[next(t for t in _SEQUENCES if isinstance(value, t))]
+            text = _container_repr(value, room, depth, opening, closing)
         else:
             text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not fail the block
-        text = f"<unrepresentable {type(value).__name__}: {exc}>"
-    return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…"
+    except Exception as exc:  # a broken __repr__ (or __getattr__) must not fail the block
+        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+    parts.append(text[:room])
+    return room - len(text)
+
+
+_BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), frozenset: ("frozenset({", "})")}
+_CONTAINER_ITEMS = 20
+
+
+def _container_repr(
+    value: Any, room: int, depth: int, opening: str, closing: str, dict_items: bool = False
+) -> str:
+    if not value:
+        return "set()" if isinstance(value, set) else f"{opening}{closing}"
+    if depth <= 0:
+        return f"{opening}...{closing}"
+    parts = [opening]
+    room -= len(opening)
+    items = iter(value.items() if dict_items else value)
+    for index, item in enumerate(items):
+        if room <= 0:
+            break
+        if index:
+            parts.append(", ")
+            room -= 2
+        if index == _CONTAINER_ITEMS:
+            parts.append("...")
+            break
+        if dict_items:
+            room = _repr_into(item[0], parts, room, depth - 1)
+            parts.append(": ")
+            room = _repr_into(item[1], parts, room - 2, depth - 1)
+        else:
+            room = _repr_into(item, parts, room, depth - 1)
+    if isinstance(value, tuple) and len(value) == 1:
+        parts.append(",")
+    parts.append(closing)
+    return "".join(parts)
+
+
+def _attribute(value: Any, name: str) -> Any:
+    """``getattr(value, name, None)`` that survives a ``__getattr__`` raising anything."""
+    try:
+        return getattr(value, name, None)
+    except Exception:
+        return None
 
 
 def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str):
-        return value if not isinstance(value, str) or len(value) <= 200 else value[:200] + "…"
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "…"
     if isinstance(value, float):
         return value if value == value and value not in (float("inf"), float("-inf")) else None
-    return _short_text(value)[:200]
+    return bounded_repr(value, 200)
 
 
 def summarize(value: Any, index: int = 0) -> dict[str, Any]:
-    """A small JSON summary of one output: type, shape or length, a sample and a short repr."""
+    """A small JSON summary of one output: type, shape or length, a sample and a short repr.
+
+    Never raises, whatever the value does in its ``__getattr__``, ``__len__`` or ``__repr__``:
+    a summary that cannot be made says why instead.
+    """
     kind = type(value)
     summary: dict[str, Any] = {
         "variable_uuid": f"output_{index}",
@@ -152,13 +229,21 @@ def summarize(value: Any, index: int = 0) -> dict[str, Any]:
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__name__}",
     }
-    shape = getattr(value, "shape", None)
+    try:
+        _describe(value, summary)
+    except Exception as exc:
+        summary["text_data"] = f"<no summary: {type(exc).__name__}>"
+    return summary
+
+
+def _describe(value: Any, summary: dict[str, Any]) -> None:
+    shape = _attribute(value, "shape")
     if isinstance(shape, tuple) and all(isinstance(n, int) for n in shape):
         summary["shape"] = list(shape)
-    elif isinstance(value, list | tuple | dict | set | frozenset | str | bytes):
+    elif isinstance(value, list | tuple | dict | set | frozenset | str | bytes | bytearray):
         summary["length"] = len(value)
-    columns = getattr(value, "columns", None)
-    head = getattr(value, "head", None)
+    columns = _attribute(value, "columns")
+    head = _attribute(value, "head")
     if columns is not None and callable(head) and "shape" in summary:
         try:  # a DataFrame-like value: a few rows as a table
             sample = head(SAMPLE_ROWS)
@@ -178,8 +263,7 @@ def summarize(value: Any, index: int = 0) -> dict[str, Any]:
             "columns": names,
             "rows": [[_jsonable(row.get(n)) for n in names] for row in value[:SAMPLE_ROWS]],
         }
-    summary["text_data"] = _short_text(value)
-    return summary
+    summary["text_data"] = bounded_repr(value)
 
 
 # -- calling blocks --------------------------------------------------------------------------
@@ -456,14 +540,234 @@ def block_logger(run_id: Any, block_uuid: str) -> logging.Logger:
     return logger
 
 
-def _emit(kind: str, **data: Any) -> None:
+def _publish(event: dict[str, Any]) -> None:
     from IPython.display import publish_display_data
 
-    publish_display_data({EVENT_MIME: {"event": kind, **data}})
+    publish_display_data({EVENT_MIME: event})
 
 
-def error_info(exc: BaseException, filename_prefix: str) -> dict[str, Any]:
-    """Type, message and a traceback of the block's own frames (the runtime's are dropped)."""
+class _CapturedStream(io.TextIOBase):
+    """``sys.stdout`` or ``sys.stderr`` during a run: text goes to the run's reporter."""
+
+    def __init__(self, reporter: Reporter, name: str, original: Any) -> None:
+        super().__init__()
+        self._reporter = reporter
+        self.name = name
+        self._original = original
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:  # type: ignore[override]
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._reporter.write(self.name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._reporter.flush()
+
+    def fileno(self) -> int:
+        # Subprocesses given sys.stdout write to the real descriptor (ipykernel forwards it).
+        return int(self._original.fileno())
+
+    def isatty(self) -> bool:
+        return False
+
+
+class Reporter:
+    """Everything a run tells the server: its events, and what its blocks print.
+
+    The runtime owns a block's output instead of leaving it to ipykernel's streams, which send a
+    message per flush: a burst of prints became thousands of iopub messages, and iopub drops
+    messages at ZeroMQ's high-water mark when the reader falls behind (a log line lost, or the
+    request's final ``idle``). Here ``sys.stdout``/``sys.stderr`` write into a buffer, sent as
+    ``output`` events at least every :data:`OUTPUT_INTERVAL` s (a background thread), as soon as
+    :data:`OUTPUT_CHUNK` characters wait, and before every other event or display message: a
+    few messages a second, whatever a block prints. Each block keeps ``log_limit`` characters;
+    beyond that text is only counted (``dropped_chars`` of its ``block_finished``).
+
+    Every event carries a sequence number and ``run_finished`` the last one, so the server can
+    tell whether it received all of them: a loss is detected, never silent. One lock orders
+    events and output, from the block's thread and the sender thread alike.
+    """
+
+    def __init__(self, log_limit: int = LOG_LIMIT) -> None:
+        self.log_limit = log_limit
+        self.seq = 0
+        self.block: str | None = None
+        self.dropped = 0
+        self._kept = 0
+        self._parts: list[list[str]] = []  # [stream name, text], in the order written
+        self._waiting = 0
+        self._unattributed: list[list[str]] = []  # printed while no block runs
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._sender: threading.Thread | None = None
+        self._forked = False
+        self._saved: tuple[Any, Any, Any] | None = None
+
+    # -- events ---------------------------------------------------------------------------
+
+    def emit(self, kind: str, **data: Any) -> None:
+        """Send one event, after whatever output is waiting."""
+        with self._lock:
+            self._send_output()
+            self.seq += 1
+            _publish({"event": kind, "seq": self.seq, **data})
+
+    def start_block(self, uuid: str) -> None:
+        """Report a block's start; what it prints from now on is its log."""
+        with self._lock:
+            self.emit("block_started", block=uuid)
+            self.block, self.dropped, self._kept = uuid, 0, 0
+            for name, text in self._unattributed:  # printed between blocks: the next one's
+                self.write(name, text)
+            self._unattributed = []
+
+    def end_block(self) -> int:
+        """Send the block's remaining output; the number of characters not kept."""
+        with self._lock:
+            self._send_output()
+            self.block = None
+            return self.dropped
+
+    # -- output ---------------------------------------------------------------------------
+
+    def write(self, name: str, text: str) -> None:
+        """Text printed on stream ``name`` (``stdout``/``stderr``)."""
+        if self._forked:  # a forked child (multiprocessing): ipykernel forwards its output
+            saved = self._saved
+            if saved is not None:
+                (saved[1] if name == "stdout" else saved[2]).write(text)
+            return
+        with self._lock:
+            if self.block is None:
+                self._unattributed.append([name, text[: self.log_limit]])
+                return
+            room = self.log_limit - self._kept
+            if len(text) > room:
+                self.dropped += len(text) - max(room, 0)
+                text = text[: max(room, 0)]
+            if not text:
+                return
+            self._kept += len(text)
+            if self._parts and self._parts[-1][0] == name:
+                self._parts[-1][1] += text
+            else:
+                self._parts.append([name, text])
+            self._waiting += len(text)
+            if self._waiting >= OUTPUT_CHUNK:
+                self._send_output()
+
+    def flush(self) -> None:
+        """Send waiting output now (``print(..., flush=True)``, before a display message)."""
+        if self._forked:
+            return
+        with self._lock:
+            self._send_output()
+
+    def trailing_output(self) -> str:
+        """What was printed after the last block ended (nobody's log)."""
+        with self._lock:
+            text = "".join(text for _, text in self._unattributed)
+            self._unattributed = []
+            return text[: self.log_limit]
+
+    def _send_output(self) -> None:
+        if not self._parts:
+            return
+        parts, self._parts, self._waiting = self._parts, [], 0
+        self.seq += 1
+        _publish({"event": "output", "seq": self.seq, "block": self.block, "parts": parts})
+
+    def _send_periodically(self) -> None:
+        while not self._stop.wait(OUTPUT_INTERVAL):
+            with self._lock:
+                self._send_output()
+
+    # -- installation ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Capture ``sys.stdout``/``sys.stderr`` and flush before display messages, for a run."""
+        from IPython.core.getipython import get_ipython
+
+        display_pub = getattr(get_ipython(), "display_pub", None)  # type: ignore[no-untyped-call]
+        saved_flush = getattr(display_pub, "_flush_streams", None)
+        self._saved = (saved_flush, sys.stdout, sys.stderr)
+        original_out, original_err = sys.stdout, sys.stderr
+
+        def flush_before_display() -> None:
+            self.flush()
+            for stream in (original_out, original_err):  # text ipykernel got from descriptors
+                if getattr(stream, "_buffers", True):
+                    stream.flush()
+
+        if saved_flush is not None:
+            display_pub._flush_streams = flush_before_display
+        sys.stdout = _CapturedStream(self, "stdout", original_out)
+        sys.stderr = _CapturedStream(self, "stderr", original_err)
+        _ACTIVE_REPORTERS.append(self)
+        self._sender = threading.Thread(
+            target=self._send_periodically, name="jupyter-mage-output", daemon=True
+        )
+        self._sender.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            self._sender.join()
+            sys.stdout, sys.stderr = original_out, original_err
+            if saved_flush is not None:
+                display_pub._flush_streams = saved_flush
+            _ACTIVE_REPORTERS.remove(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The lock may have been held by another thread at the fork; the child never reports.
+        self._lock = threading.RLock()
+        self._forked = True
+
+
+_ACTIVE_REPORTERS: list[Reporter] = []
+
+
+def _reporters_after_fork() -> None:
+    for reporter in _ACTIVE_REPORTERS:
+        reporter._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reporters_after_fork)
+
+
+def cut_text(text: str, limit: int) -> str:
+    """``text`` in at most about ``limit`` characters: its head and its tail, with a note between."""
+    if len(text) <= limit:
+        return text
+    half = max(limit // 2, 1)
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as broken:  # a broken __str__ must not hide the error itself
+        return f"<unprintable {type(exc).__name__}: {type(broken).__name__}>"
+
+
+def error_info(
+    exc: BaseException, filename_prefix: str, limit: int = ERROR_LIMIT
+) -> dict[str, Any]:
+    """Type, message and a traceback of the block's own frames (the runtime's are dropped).
+
+    Message and traceback are each cut to about ``limit`` characters (head and tail): an
+    exception can carry megabytes, and the error is stored with the run and shown in lists.
+    """
     shown = exc
     if isinstance(exc, BlockFailure) and exc.__cause__ is not None:
         shown = exc.__cause__
@@ -472,11 +776,18 @@ def error_info(exc: BaseException, filename_prefix: str) -> dict[str, Any]:
     lines: list[str] = []
     if mine:  # the user should see their block's code, not the runtime's
         lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames[mine[0] :])]
-    lines += traceback.format_exception_only(type(shown), shown)
-    info = {"type": type(shown).__name__, "message": str(shown), "traceback": "".join(lines)}
+    message = cut_text(_message(shown), limit)
+    if isinstance(shown, SyntaxError):  # the offending line and its caret
+        lines += traceback.format_exception_only(type(shown), shown)
+    else:
+        lines.append(
+            f"{type(shown).__name__}: {message}\n" if message else f"{type(shown).__name__}\n"
+        )
+    info = {"type": type(shown).__name__, "message": message, "traceback": ""}
     if shown is not exc:  # a failed @test: the test's name and message
-        info["message"] = str(exc)
-        info["traceback"] += f"\n{exc}\n"
+        info["message"] = cut_text(_message(exc), limit)
+        lines.append(f"\n{info['message']}\n")
+    info["traceback"] = cut_text("".join(lines), limit)
     return info
 
 
@@ -488,54 +799,50 @@ def _captured() -> Iterator[io.StringIO]:
         yield buffer
 
 
-def load_block(source: str, filename: str, kwargs: dict[str, Any]) -> BlockFunctions:
-    """Execute a block's code in a fresh namespace (decorators predefined) and find its functions."""
+def load_block(
+    source: str, filename: str, kwargs: dict[str, Any], module_name: str = "__mage_block__"
+) -> BlockFunctions:
+    """Execute a block's code in a fresh namespace (decorators predefined) and find its functions.
+
+    With a ``module_name``, the namespace is a module registered in ``sys.modules``, so what
+    the block defines can be pickled by reference: ``multiprocessing`` workers (forked) find
+    the block's functions as they find a notebook's ``__main__`` ones.
+    """
     # Registering the source lets tracebacks show the block's lines.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict[str, Any] = {
-        "__name__": "__mage_block__",
-        "__builtins__": builtins,
-        **DECORATORS,
-        "kwargs": kwargs,
-        RUN_NAMESPACE_KEY: kwargs.get("block_uuid"),
-    }
+    module = types.ModuleType(module_name)
+    namespace = module.__dict__
+    namespace.update(
+        {
+            "__builtins__": builtins,
+            **DECORATORS,
+            "kwargs": kwargs,
+            RUN_NAMESPACE_KEY: kwargs.get("block_uuid"),
+        }
+    )
+    if module_name != "__mage_block__":
+        sys.modules[module_name] = module
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - the block's own code
     return marked_functions(namespace)
+
+
+def block_module_name(run_id: Any, uuid: str) -> str:
+    """The ``sys.modules`` name of a block's namespace in a run (an identifier)."""
+    safe = "".join(c if c.isalnum() else "_" for c in uuid)
+    return f"_jupyter_mage_block_{run_id}_{safe}"
 
 
 def run_pipeline(payload: str) -> None:
     """Run every block of a plan (JSON from the server) in dependency order.
 
     The plan carries the blocks (uuid, type, source, upstream, their conditionals and callbacks,
-    sensor settings), the user variables and the system keys. Variables arrive here as JSON
-    text and are decoded as data.
+    sensor settings), the user variables, the system keys and the output limits. Variables
+    arrive here as JSON text and are decoded as data.
     """
-    _tune_kernel()
-    _PipelineRun(json.loads(payload)).run()
-
-
-def _flush_pending_output() -> None:
-    """Flush stdout and stderr before a display message, skipping streams with nothing buffered.
-
-    ipykernel's ``flush()`` hands the work to its I/O thread and waits for it even when there
-    is nothing to send, and every display message flushes both streams: four thread round trips
-    per block (its two events). Order is kept: buffered text still goes out before the event.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        if getattr(stream, "_buffers", True):  # ipykernel's OutStream: text not yet sent
-            stream.flush()
-
-
-def _tune_kernel() -> None:
-    """Settings of a kernel that runs pipelines (a run's own kernel, never a notebook's)."""
-    from IPython.core.getipython import get_ipython
-
-    display_pub = getattr(get_ipython(), "display_pub", None)  # type: ignore[no-untyped-call]
-    if display_pub is not None and hasattr(display_pub, "_flush_streams"):
-        display_pub._flush_streams = _flush_pending_output
-    # The kernel's I/O thread sends every message; while a block computes it waits for the GIL
-    # up to the switch interval (5 ms by default) per message.
+    # The I/O thread sends every message; while a block computes it waits for the GIL up to
+    # the switch interval (5 ms by default) per message. A run's own kernel only.
     sys.setswitchinterval(0.0005)
+    _PipelineRun(json.loads(payload)).run()
 
 
 class _PipelineRun:
@@ -550,21 +857,36 @@ class _PipelineRun:
         self.run_id = system.get("pipeline_run_id")
         self.prefix = f"<jupyter-mage run {self.run_id} block "
         self.blocks: list[dict[str, Any]] = plan["blocks"]
+        limits = plan.get("limits") or {}
+        self.error_limit = int(limits.get("error_chars", ERROR_LIMIT))
+        self.reporter = Reporter(int(limits.get("log_chars", LOG_LIMIT)))
         self.values: dict[str, Any] = {}
         self.status: dict[str, str] = {}
         self.halted = False
+        self._loaded = 0
 
     def run(self) -> None:
-        try:
-            for block in self.blocks:
-                if not block.get("skip"):  # skip: completed earlier and not needed again
-                    self._step(block)
-        except KeyboardInterrupt:
-            _emit("interrupted")
-            return
-        # Every block has its status: the server can end the run now, without waiting for the
-        # kernel's own wrap-up of the request (a few milliseconds).
-        _emit("run_finished")
+        """Run the blocks; always end with ``run_finished`` saying how the run ended.
+
+        ``ending`` is ``finished`` (every block reported its end), ``interrupted`` (a
+        KeyboardInterrupt: a cancel's interrupt, or one a block raised) or ``runtime_error``
+        (a fault of this runtime, never of a block's code: blocks' errors fail their block).
+        """
+        ending, error = "finished", None
+        with self.reporter.installed():
+            try:
+                for block in self.blocks:
+                    if not block.get("skip"):  # skip: completed earlier and not needed again
+                        self._step(block)
+            except KeyboardInterrupt:
+                ending = "interrupted"
+            except BaseException as exc:
+                ending, error = "runtime_error", error_info(exc, "", self.error_limit)
+            trailing = self.reporter.trailing_output()
+        # Sent after the capture is undone: the last sequence number tells the server how many
+        # events to expect. The server can end the run now, without waiting for the kernel's
+        # own wrap-up of the request (a few milliseconds).
+        self.reporter.emit("run_finished", ending=ending, error=error, log=trailing)
 
     def _kwargs(self, uuid: str) -> dict[str, Any]:
         return {
@@ -575,11 +897,16 @@ class _PipelineRun:
             "retry": {"attempts": 1},
         }
 
+    def _load(self, source: str, uuid: str, kwargs: dict[str, Any]) -> BlockFunctions:
+        self._loaded += 1
+        module_name = block_module_name(f"{self.run_id}_{self._loaded}", uuid)
+        return load_block(source, f"{self.prefix}{uuid}>", kwargs, module_name)
+
     def _finish(self, uuid: str, status: str, **data: Any) -> None:
         self.status[uuid] = status
         if not data.get("log"):
             data.pop("log", None)
-        _emit("block_finished", block=uuid, status=status, **data)
+        self.reporter.emit("block_finished", block=uuid, status=status, **data)
 
     def _step(self, block: dict[str, Any]) -> None:
         uuid = block["uuid"]
@@ -598,9 +925,9 @@ class _PipelineRun:
             passed = self._conditions(block, args, kwargs)
         if not passed:
             return self._finish(uuid, "condition_failed", log=log.getvalue())
-        _emit("block_started", block=uuid)
+        self.reporter.start_block(uuid)
         if log.getvalue():  # what the conditions printed, now in the block's log
-            print(log.getvalue(), end="", flush=True)
+            print(log.getvalue(), end="")
         started = time.perf_counter()
         attempts = [1]
 
@@ -611,34 +938,51 @@ class _PipelineRun:
         try:
             with time_limit(block.get("timeout"), uuid):
                 outputs, _ = with_retries(attempt, block.get("retry"), uuid)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            # Reported as this block's failure; the run stops (a cancel, or the block's own
+            # KeyboardInterrupt: either way nothing after it runs).
+            self._fail(block, exc, kwargs, started, attempts[0])
             raise
         except BaseException as exc:
-            error = error_info(exc, self.prefix)
-            self._callbacks(block, "failure", [None], {**kwargs, "__error": exc})
-            self._finish(
-                uuid,
-                "failed",
-                error=error,
-                seconds=time.perf_counter() - started,
-                attempts=attempts[0],
-            )
+            self._fail(block, exc, kwargs, started, attempts[0])
             if not self.allow_failures:
                 self.halted = True
             return None
         self.values[uuid] = as_input(outputs)
         self._callbacks(block, "success", [self.values[uuid]], kwargs)
+        summaries = [summarize(v, i) for i, v in enumerate(outputs)]
         return self._finish(
             uuid,
             "completed",
-            outputs=[summarize(v, i) for i, v in enumerate(outputs)],
+            outputs=summaries,
             seconds=time.perf_counter() - started,
             attempts=attempts[0],
+            dropped_chars=self.reporter.end_block(),
+        )
+
+    def _fail(
+        self,
+        block: dict[str, Any],
+        exc: BaseException,
+        kwargs: dict[str, Any],
+        started: float,
+        attempts: int,
+    ) -> None:
+        error = error_info(exc, self.prefix, self.error_limit)
+        if not isinstance(exc, KeyboardInterrupt):
+            self._callbacks(block, "failure", [None], {**kwargs, "__error": exc})
+        self._finish(
+            block["uuid"],
+            "failed",
+            error=error,
+            seconds=time.perf_counter() - started,
+            attempts=attempts,
+            dropped_chars=self.reporter.end_block(),
         )
 
     def _execute(self, block: dict[str, Any], args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
         uuid = block["uuid"]
-        found = load_block(block["source"], f"{self.prefix}{uuid}>", kwargs)
+        found = self._load(block["source"], uuid, kwargs)
         main = found.main
         if main is None:  # a script block: its code ran with kwargs in scope, no output
             return []
@@ -670,7 +1014,7 @@ class _PipelineRun:
             addon_kwargs = self._addon_kwargs(addon["uuid"], uuid, kwargs)
             name = addon["uuid"]
             try:
-                found = load_block(addon["source"], f"{self.prefix}{name}>", addon_kwargs)
+                found = self._load(addon["source"], name, addon_kwargs)
                 for check in found.conditions:
                     name = f"{addon['uuid']}.{getattr(check, '__name__', 'condition')}"
                     if not call_adapted(check, args, addon_kwargs):
@@ -692,7 +1036,7 @@ class _PipelineRun:
             addon_kwargs = self._addon_kwargs(addon["uuid"], uuid, kwargs)
             name = addon["uuid"]
             try:
-                found = load_block(addon["source"], f"{self.prefix}{name}>", addon_kwargs)
+                found = self._load(addon["source"], name, addon_kwargs)
                 for fn in found.callbacks:
                     if status not in getattr(fn, "__mage_callback_on__", ("success",)):
                         continue

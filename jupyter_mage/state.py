@@ -80,11 +80,24 @@ class StatusBoard:
             block_run_id, BLOCK_TRANSITIONS[status], _block_values(status, values), logs
         )
 
-    async def blocks(self, changes: list[tuple[int, str, str, dict[str, Any]]]) -> list[bool]:
-        """Several ``(block_run_id, status, logs, values)`` moves, in order, in one transaction."""
+    async def blocks(
+        self, changes: list[tuple[int, str | None, str, dict[str, Any]]]
+    ) -> list[bool]:
+        """Several ``(block_run_id, status, logs, values)`` moves, in order, in one transaction.
+
+        A ``status`` of None appends ``logs`` to a running block run without moving it (its
+        live log).
+        """
         return await self.store.transition_block_runs(
             [
-                (block_run_id, list(BLOCK_TRANSITIONS[status]), _block_values(status, values), logs)
+                (block_run_id, ["running"], values, logs)
+                if status is None
+                else (
+                    block_run_id,
+                    list(BLOCK_TRANSITIONS[status]),
+                    _block_values(status, values),
+                    logs,
+                )
                 for block_run_id, status, logs, values in changes
             ]
         )

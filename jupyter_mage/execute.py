@@ -1,0 +1,94 @@
+"""One execute request to a kernel: send it, hand its iopub messages on, know when it is over.
+
+jupyter_client's ``execute_interactive`` waits for the request's ``idle`` status on iopub, and
+waits forever if that message never comes. iopub is a PUB/SUB channel: ZeroMQ drops messages at
+its high-water mark when the reader falls behind, so ``idle`` can be lost; the shell reply, on a
+DEALER/ROUTER channel, cannot. So this reader ends a request on the reply plus ``idle``, or on the
+reply plus a moment of quiet on iopub (:data:`REPLY_GRACE`) when ``idle`` does not follow.
+Whether anything was lost is for the caller's own accounting to tell (the run-time numbers its
+events). It also needs no zmq socket of the client (``get_msg`` only), which gateway clients
+lack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+#: Seconds of silence on iopub after the shell reply before the request counts as over though
+#: its ``idle`` status never came.
+REPLY_GRACE = 2.0
+
+MessageHook = Callable[[dict[str, Any]], None]
+
+
+class ExecuteRequest:
+    """An execute request in flight on a connected (async) kernel client.
+
+    Parameters
+    ----------
+    client
+        The kernel's client, channels started.
+    on_message
+        Called with every iopub message of this request except its status messages.
+    """
+
+    def __init__(self, client: Any, on_message: MessageHook | None = None) -> None:
+        self.client = client
+        self.on_message = on_message
+        self.msg_id: str | None = None
+        #: The ``execute_reply`` content, once it came.
+        self.reply: dict[str, Any] | None = None
+        #: The request's ``idle`` status came on iopub.
+        self.idle = False
+        self._last_message = 0.0
+
+    async def run(self, code: str) -> dict[str, Any]:
+        """Send ``code``; return the reply's content once the request is over."""
+        loop = asyncio.get_running_loop()
+        self._last_message = loop.time()
+        self.msg_id = self.client.execute(
+            code, store_history=False, allow_stdin=False, stop_on_error=False
+        )
+        reader = asyncio.ensure_future(self._read_iopub())
+        try:
+            self.reply = await self._read_reply()
+            # The reply can overtake the request's last iopub messages: wait for its idle, for
+            # as long as messages keep coming, and never longer than a quiet REPLY_GRACE.
+            while not reader.done():
+                quiet = loop.time() - self._last_message
+                if quiet >= REPLY_GRACE:
+                    break
+                await asyncio.wait({reader}, timeout=REPLY_GRACE - quiet)
+        finally:
+            if not reader.done():
+                reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        return self.reply
+
+    async def _read_reply(self) -> dict[str, Any]:
+        while True:
+            msg = await self.client.shell_channel.get_msg()
+            if msg["parent_header"].get("msg_id") == self.msg_id:
+                return msg["content"]  # type: ignore[no-any-return]
+
+    async def _read_iopub(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            msg = await self.client.iopub_channel.get_msg()
+            if msg["parent_header"].get("msg_id") != self.msg_id:
+                continue  # an earlier request's late messages
+            self._last_message = loop.time()
+            if msg["msg_type"] == "status":
+                if msg["content"]["execution_state"] == "idle":
+                    self.idle = True
+                    return
+                continue
+            if self.on_message is not None:
+                self.on_message(msg)
+
+
+async def execute(client: Any, code: str, timeout: float | None = None) -> dict[str, Any]:
+    """Run ``code`` (its output ignored); the reply's content. ``TimeoutError`` after ``timeout``."""
+    return await asyncio.wait_for(ExecuteRequest(client).run(code), timeout)
