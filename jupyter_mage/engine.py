@@ -89,7 +89,8 @@ class BlockState:
     log_chars: int = 0
     cell_outputs: list[dict[str, Any]] = field(default_factory=list)
     output_bytes: int = 0
-    #: The run-time reported the block's end (its ``block_finished`` event came).
+    #: The run-time reported the block's start and its end (``block_started``/``_finished``).
+    started: bool = False
     reported: bool = False
 
 
@@ -634,6 +635,7 @@ class KernelEngine(LoggingConfigurable):
                     continue
                 kind = event["event"]
                 if kind == "block_started":
+                    state.started = True
                     values = {"started_at": event["received_at"]}
                     changes.append((state.block_run_id, "running", "", values))
                     targets.append((state, "running"))
@@ -645,7 +647,7 @@ class KernelEngine(LoggingConfigurable):
                     targets.append((state, status))
             # Live logs: what running blocks printed so far (a finished block's went with it).
             for state in states.values():
-                if state.log and state.status == "running" and not state.reported:
+                if state.log and state.started and not state.reported:
                     changes.append((state.block_run_id, None, self._take_log(state), {}))
                     targets.append((state, None))
             if not changes:

@@ -569,7 +569,9 @@ class _CapturedStream(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        self._reporter.flush()
+        # Not a send: logging.StreamHandler flushes after every record, and a message per
+        # record is what floods iopub. Waiting text goes out within OUTPUT_INTERVAL anyway.
+        return None
 
     def fileno(self) -> int:
         # Subprocesses given sys.stdout write to the real descriptor (ipykernel forwards it).
@@ -665,7 +667,7 @@ class Reporter:
                 self._send_output()
 
     def flush(self) -> None:
-        """Send waiting output now (``print(..., flush=True)``, before a display message)."""
+        """Send waiting output now (before a display message, so the order is kept)."""
         if self._forked:
             return
         with self._lock:
