@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -16,8 +17,9 @@ from .dispatcher import Dispatcher
 from .engine import KernelEngine
 from .handlers import ROUTES
 from .pipeline import PipelineRepository
+from .retention import RetentionPolicy
 from .state import StatusBoard
-from .storage import Store
+from .storage import DatabaseUnavailable, Store
 
 
 class MageApp(ExtensionApp):
@@ -26,6 +28,8 @@ class MageApp(ExtensionApp):
     name = "jupyter_mage"
     description = __doc__
     load_other_extensions = True
+    # Configurable from the command line too: --RetentionPolicy.runs_days=30
+    classes = [*ExtensionApp.classes, RetentionPolicy]
 
     db_url = Unicode(
         help=(
@@ -38,6 +42,15 @@ class MageApp(ExtensionApp):
     @default("db_url")
     def _default_db_url(self) -> str:
         return f"sqlite:///{os.path.join(jupyter_data_dir(), 'jupyter_mage.sqlite')}"
+
+    db_busy_timeout = Float(
+        5.0,
+        help=(
+            "Seconds a database call waits for SQLite's write lock held by another process "
+            "before the request is answered 503 (Retry-After). The engine's own writes of "
+            "block and run statuses are retried until they land."
+        ),
+    ).tag(config=True)
 
     max_concurrent_runs = Int(
         4,
@@ -88,6 +101,8 @@ class MageApp(ExtensionApp):
         ),
     ).tag(config=True)
 
+    _recovery: asyncio.Future[None] | None = None
+
     def initialize_settings(self) -> None:
         """Build the services handlers use (reached as ``self.extensionapp.<service>``)."""
         logscrub.install(
@@ -99,9 +114,13 @@ class MageApp(ExtensionApp):
         )
         os.makedirs(jupyter_data_dir(), exist_ok=True)
         root_dir = self.serverapp.root_dir if self.serverapp else os.getcwd()
-        self.store = Store(self.db_url)
+        self.store = Store(self.db_url, busy_timeout=self.db_busy_timeout)
+        if self.store.unavailable:  # the routes still load, and answer 503 with the reason
+            self.log.error("jupyter-mage: %s", self.store.unavailable)
         self.board = StatusBoard(self.store)
-        self.repository = PipelineRepository(root_dir)
+        self.repository = PipelineRepository(
+            root_dir, contents_manager=self.serverapp.contents_manager if self.serverapp else None
+        )
         self.engine = KernelEngine(
             parent=self,
             store=self.store,
@@ -120,26 +139,59 @@ class MageApp(ExtensionApp):
             poll_interval=self.queue_poll_interval,
             log=self.log,
         )
+        self.retention = RetentionPolicy(
+            parent=self,
+            store=self.store,
+            root=self.repository.root,
+            runs_path=self.engine.runs_path,
+        )
         self.log.info("jupyter-mage: database %s", _safe_url(self.db_url))
+        self._recover()
 
     def initialize_handlers(self) -> None:
         """Mage's routes, relative to the server's base_url."""
         self.handlers.extend(ROUTES)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        """Recover from a stopped server, then start the queue."""
-        failed = await self.store.fail_interrupted_runs("the server stopped during the run")
-        if failed:
-            self.log.warning("jupyter-mage: %d interrupted run(s) marked failed", len(failed))
+        """Start the queue (after the recovery), fill the kernel pool."""
         self.engine.kernels.refill(self.engine.kernel_name)
-        self.dispatcher.wake()
+        if self.dispatcher.is_open:
+            self.dispatcher.wake()
+        else:
+            self._recovery = asyncio.ensure_future(self._recover_later())
+        self.retention.start()
         if self.gc_freeze_at_start:
             gc.collect()
             gc.freeze()
 
+    def _recover(self) -> bool:
+        """Fail the runs a stopped server left running, then open the queue; False if the
+        database is unavailable (then :meth:`_recover_later` keeps trying).
+
+        Done before the server listens, blocking: the queue must not start before it, or a
+        run started meanwhile would be taken for an interrupted one.
+        """
+        try:
+            failed = self.store.fail_interrupted_runs_now("the server stopped during the run")
+        except DatabaseUnavailable as exc:
+            self.log.warning("jupyter-mage: recovery waits for the database: %s", exc)
+            return False
+        if failed:
+            self.log.warning("jupyter-mage: %d interrupted run(s) marked failed", len(failed))
+        self.dispatcher.open()
+        return True
+
+    async def _recover_later(self) -> None:
+        while not await asyncio.to_thread(self._recover):
+            await asyncio.sleep(5.0)
+        self.dispatcher.wake()
+
     async def stop_extension(self) -> None:
         """Stop runs and close the database."""
+        if self._recovery is not None and not self._recovery.done():
+            self._recovery.cancel()
         await self.dispatcher.stop()
+        await self.retention.stop()  # before the store closes: a sweep may be mid-batch
         self.store.close()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .engine import KernelEngine
 from .state import StatusBoard
+from .storage import DatabaseUnavailable
 
 
 class Dispatcher:
@@ -47,6 +48,7 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._reserved = 0  # slots promised to runs a request is committing (see reserve)
+        self._open = False  # runs start only after the start-up recovery (see open)
         self._stopping = False
 
     @property
@@ -54,9 +56,19 @@ class Dispatcher:
         """Runs this server is executing now."""
         return len(self._running)
 
+    @property
+    def is_open(self) -> bool:
+        """Runs may start (the start-up recovery is done)."""
+        return self._open
+
+    def open(self) -> None:
+        """Let runs start: called once the start-up recovery is done (it fails the runs a
+        stopped server left ``running``, and must not see runs started since)."""
+        self._open = True
+
     def wake(self) -> None:
         """A run was queued or a slot freed: look at the queue now."""
-        if self._stopping:
+        if self._stopping or not self._open:
             return
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.ensure_future(self._loop())
@@ -67,7 +79,8 @@ class Dispatcher:
 
         A run accepted while a slot is free starts without waiting for the loop to claim it.
         """
-        if self._stopping or len(self._running) + self._reserved >= self.max_concurrent_runs:
+        busy = len(self._running) + self._reserved >= self.max_concurrent_runs
+        if self._stopping or not self._open or busy:
             return False
         self._reserved += 1
         return True
@@ -106,7 +119,9 @@ class Dispatcher:
                     self._launch(plan)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the database may be briefly unavailable; try again next tick
+            except DatabaseUnavailable as exc:  # try again next tick
+                self.log.warning("jupyter-mage: claiming runs waits for the database: %s", exc)
+            except Exception:
                 self.log.exception("claiming runs failed")
 
     def _launch(self, plan: dict[str, Any]) -> None:
@@ -123,7 +138,9 @@ class Dispatcher:
             self.log.exception("run %s failed in the engine", run_id)
             await self._fail(run_id, f"internal error: {type(exc).__name__}")
         finally:
-            self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.discard(task)
             self.wake()
 
     async def _fail(self, run_id: int, reason: str) -> Any:

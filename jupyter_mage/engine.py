@@ -653,9 +653,9 @@ class KernelEngine(LoggingConfigurable):
             if not changes:
                 continue
             applied = await self._until_written(self.board.blocks, changes)
-            for (state, status), ok in zip(targets, applied, strict=True):
-                if ok and status is not None:
-                    state.status = status
+            for (state, moved_to), ok in zip(targets, applied, strict=True):
+                if ok and moved_to is not None:
+                    state.status = moved_to
 
     async def _until_written(self, write: Any, *args: Any) -> Any:
         """``await write(*args)``, tried again (backing off to 5 s) until it succeeds."""
@@ -781,11 +781,12 @@ class KernelEngine(LoggingConfigurable):
         # that dies at once can lose its last messages (even "block_started"), so without a
         # running block it is the first open one: blocks run in this order.
         open_states = [st for st in states.values() if st.status not in BLOCK_FINISHED]
-        culprit = None
+        culprit: BlockState | None = None
         if reason is not None and not active.cancel_requested:
             running = [st for st in open_states if st.status == "running"]
             failed = any(st.status == "failed" for st in states.values())
-            culprit = (running or ([] if failed else open_states) or [None])[0]
+            suspects = running or ([] if failed else open_states)
+            culprit = suspects[0] if suspects else None
         changes: list[BlockChange] = []
         for state in states.values():
             if state.status in BLOCK_FINISHED:

@@ -24,10 +24,11 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from .pipeline import PipelineNotFound
-from .storage import RUN_FINISHED, utcnow
+from .storage import RUN_FINISHED, DatabaseUnavailable, utcnow
 from .validation import (
     RUN_STATUSES,
     ApiError,
+    decode_argument,
     envelope,
     idempotency_key,
     parse_id,
@@ -50,7 +51,10 @@ _ERROR_TYPES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    503: "database_unavailable",
 }
+#: Seconds a client is asked to wait before trying again while the database is unavailable.
+RETRY_AFTER = 5
 
 
 def _skip_threshold(settings: dict[str, Any]) -> int | None:
@@ -89,10 +93,33 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         """The request body as a JSON object (bounded by ``MageApp.max_body_size``)."""
         return parse_json_object(self.request.body, self.mage.max_body_size)
 
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Path and query arguments; invalid UTF-8 is a 400 that does not echo the value."""
+        return decode_argument(value, name)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """An unavailable database is one warning line (its reason), not a traceback."""
+        if isinstance(value, DatabaseUnavailable):
+            self.log.warning(
+                "jupyter-mage: 503 %s %s: %s", self.request.method, self.request.path, value
+            )
+            return
+        super().log_exception(typ, value, tb)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Errors as ``{"message", "error": {"code", "type", "message"}}``; never a traceback."""
+        """Errors as ``{"message", "error": {"code", "type", "message"}}``; never a traceback.
+
+        While the database is unavailable (locked by another process past the busy timeout,
+        full, read-only, deleted) every route that needs it answers 503 with ``Retry-After``:
+        nothing was recorded, and the caller should try again.
+        """
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
+        if isinstance(exc, DatabaseUnavailable):
+            status_code = 503
+            self.set_status(503)
+            self.set_header("Retry-After", str(RETRY_AFTER))
+            error_type, message = "database_unavailable", f"the database is unavailable: {exc}"
+        elif isinstance(exc, ApiError):
             error_type, message = exc.error_type, exc.message
         elif isinstance(exc, web.HTTPError):
             error_type = _ERROR_TYPES.get(status_code, "http_error")
@@ -261,11 +288,15 @@ class PipelineLogsHandler(MageHandler):
             for raw in self.get_arguments(name):
                 wanted += [positive_int(v, name, 0) for v in raw.split(",") if v.strip()]
         limit = positive_int(self.get_argument("_limit", None), "_limit", 20, 100)
-        runs, _ = await self.mage.store.list_runs(
-            {"pipeline_uuid": uuid}, 1000 if wanted else limit, 0, False
-        )
+        if len(set(wanted)) > 1000:
+            raise ApiError(
+                400, "invalid_parameter", "at most 1000 pipeline_run_id values per request"
+            )
         if wanted:
-            runs = [r for r in runs if r["id"] in set(wanted)]
+            # By id, so any kept run's logs are reachable, however many runs came after it.
+            runs = await self.mage.store.get_runs(wanted, pipeline_uuid=uuid)
+        else:
+            runs, _ = await self.mage.store.list_runs({"pipeline_uuid": uuid}, limit, 0, False)
         blocks = await self.mage.store.block_runs_with_logs([r["id"] for r in runs])
         run_logs = [
             {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import builtins
 import os
 import re
 from dataclasses import dataclass, field
@@ -438,21 +439,60 @@ class PipelineRepository:
         The Jupyter server's root directory; nothing outside it is reachable.
     exclude
         Folders left out of listings (the executed copies of runs live in one).
+    contents_manager
+        The server's contents manager: what it hides from JupyterLab (``hide_globs`` such as
+        ``__pycache__`` and ``*~``; hidden files unless ``allow_hidden``) is no pipeline, listed
+        or fetched. Its settings are read at each use. Default: a contents manager's defaults.
     """
 
-    def __init__(self, root_dir: str, exclude: list[str] | None = None) -> None:
+    #: Never pipelines, whatever the contents manager shows: dependencies and checkpoints.
+    SKIPPED = ("node_modules", ".ipynb_checkpoints")
+
+    def __init__(
+        self, root_dir: str, exclude: list[str] | None = None, contents_manager: Any = None
+    ) -> None:
+        if contents_manager is None:
+            # Imported here: kernels import this module for hand runs (parse_notebook) and need
+            # no server there.
+            from jupyter_server.services.contents.manager import ContentsManager
+
+            contents_manager = ContentsManager()
         self.root = Path(root_dir).resolve()
         self.exclude = [Path(p).resolve() for p in exclude or []]
+        self.contents_manager = contents_manager
         self._cache: dict[str, tuple[float, Pipeline]] = {}
 
+    def shown(self, path: Path) -> bool:
+        """Whether the contents manager lists this file or folder (its own name; the caller
+        checks each folder above it)."""
+        from jupyter_core.paths import is_file_hidden
+
+        name = path.name
+        if name in self.SKIPPED or not self.contents_manager.should_list(name):
+            return False
+        if self.contents_manager.allow_hidden:
+            return True
+        try:
+            return not is_file_hidden(str(path))  # a dot name, UF_HIDDEN, an unreadable folder
+        except OSError:
+            return False
+
     def resolve(self, uuid: str) -> Path:
-        """The notebook path of a pipeline uuid; PipelineNotFound if outside the root."""
+        """The notebook path of a pipeline uuid; PipelineNotFound if outside the root or hidden."""
         if not uuid or "\\" in uuid or "\x00" in uuid:
             raise PipelineNotFound(uuid)
         parts = uuid.strip("/").split("/")
-        if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        if any(p in ("", ".", "..") for p in parts):
             raise PipelineNotFound(uuid)
-        path = (self.root / Path(*parts)).with_name(parts[-1] + NOTEBOOK_SUFFIX).resolve()
+        folder = self.root
+        for part in parts[:-1]:
+            folder = folder / part
+            if not self.shown(folder):
+                raise PipelineNotFound(uuid)
+        path = folder / (parts[-1] + NOTEBOOK_SUFFIX)
+        if not self.shown(path):
+            raise PipelineNotFound(uuid)
+        path = path.resolve()
         if not path.is_relative_to(self.root) or any(path.is_relative_to(e) for e in self.exclude):
             raise PipelineNotFound(uuid)
         return path
@@ -485,18 +525,16 @@ class PipelineRepository:
             raise PipelineNotFound(uuid)
         return pipeline
 
-    def _list(self) -> list[Pipeline]:
-        found: list[Pipeline] = []
+    def _list(self) -> builtins.list[Pipeline]:  # `list` here is the method above
+        found: builtins.list[Pipeline] = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = sorted(
                 d
                 for d in dirnames
-                if not d.startswith(".")
-                and d != "node_modules"
-                and Path(dirpath, d).resolve() not in self.exclude
+                if self.shown(Path(dirpath, d)) and Path(dirpath, d).resolve() not in self.exclude
             )
             for name in sorted(filenames):
-                if not name.endswith(NOTEBOOK_SUFFIX) or name.startswith("."):
+                if not name.endswith(NOTEBOOK_SUFFIX) or not self.shown(Path(dirpath, name)):
                     continue
                 rel = (Path(dirpath) / name).relative_to(self.root).as_posix()
                 uuid = rel[: -len(NOTEBOOK_SUFFIX)]

@@ -247,9 +247,9 @@ def _describe(value: Any, summary: dict[str, Any]) -> None:
     if columns is not None and callable(head) and "shape" in summary:
         try:  # a DataFrame-like value: a few rows as a table
             sample = head(SAMPLE_ROWS)
-            names = [str(c) for c in list(columns)[:SAMPLE_COLUMNS]]
+            labels = [str(c) for c in list(columns)[:SAMPLE_COLUMNS]]
             rows = [[_jsonable(v) for v in row[:SAMPLE_COLUMNS]] for row in sample.values.tolist()]
-            summary["sample_data"] = {"columns": names, "rows": rows}
+            summary["sample_data"] = {"columns": labels, "rows": rows}
         except Exception:
             pass
     elif (
@@ -296,12 +296,8 @@ def time_limit(seconds: float | None, uuid: str) -> Iterator[None]:
     The kernel runs code in its main thread, where the alarm is delivered; elsewhere (no
     SIGALRM, or another thread) the block simply has no time limit.
     """
-    usable = (
-        seconds is not None
-        and hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if seconds is None or not usable:
         yield
         return
 
@@ -562,7 +558,7 @@ class _CapturedStream(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, text: str) -> int:  # type: ignore[override]
+    def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         self._reporter.write(self.name, text)
@@ -699,7 +695,7 @@ class Reporter:
         """Capture ``sys.stdout``/``sys.stderr`` and flush before display messages, for a run."""
         from IPython.core.getipython import get_ipython
 
-        display_pub = getattr(get_ipython(), "display_pub", None)  # type: ignore[no-untyped-call]
+        display_pub: Any = getattr(get_ipython(), "display_pub", None)
         saved_flush = getattr(display_pub, "_flush_streams", None)
         self._saved = (saved_flush, sys.stdout, sys.stderr)
         original_out, original_err = sys.stdout, sys.stderr

@@ -13,7 +13,11 @@ working against a newer database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import secrets
+import stat
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,8 +48,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import CursorResult, Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.schema import CreateTable
 
 T = TypeVar("T")
 
@@ -89,6 +99,27 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
+#: SQLite reuses the largest rowid once its row is deleted (a deleted trigger's id would come
+#: back, with the old trigger's runs and Idempotency-Keys); AUTOINCREMENT never does.
+#: PostgreSQL sequences never reuse ids anyway.
+_NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be used now (locked, full, read-only, gone); try again later.
+
+    The message says why, from the database driver's own error (never the SQL or its
+    parameters, which can hold tokens).
+    """
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why a database error means "unavailable" (retry later), or None for any other error."""
+    if isinstance(exc, OperationalError | InterfaceError) or type(exc) is DatabaseError:
+        return str(getattr(exc, "orig", None) or type(exc).__name__).splitlines()[0][:300]
+    return None
+
+
 class Base(DeclarativeBase):
     """Declarative base of jupyter-mage tables."""
 
@@ -104,6 +135,7 @@ class Trigger(Timestamps, Base):
     """A pipeline schedule (trigger)."""
 
     __tablename__ = "mage_pipeline_schedule"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -124,6 +156,7 @@ class Run(Timestamps, Base):
     """A pipeline run."""
 
     __tablename__ = "mage_pipeline_run"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # No foreign key: deleting a trigger keeps its runs (as Mage).
@@ -152,6 +185,7 @@ class BlockRun(Timestamps, Base):
     """One block's execution inside a run."""
 
     __tablename__ = "mage_block_run"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     pipeline_run_id: Mapped[int] = mapped_column(
@@ -175,8 +209,15 @@ class SchemaVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
 
 
+#: The tables, typed as tables (a declarative class's ``__table__`` is typed as a FromClause).
+TRIGGERS = cast(Table, Trigger.__table__)
+RUNS = cast(Table, Run.__table__)
+BLOCK_RUNS = cast(Table, BlockRun.__table__)
+SCHEMA = cast(Table, SchemaVersion.__table__)
+
+
 def _create_initial_tables(conn: Connection) -> None:
-    Base.metadata.create_all(conn, tables=[Trigger.__table__, Run.__table__, BlockRun.__table__])
+    Base.metadata.create_all(conn, tables=[TRIGGERS, RUNS, BLOCK_RUNS])
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
@@ -195,8 +236,57 @@ def _add_idempotency_key(conn: Connection) -> None:
     )
 
 
+def _never_reuse_ids(conn: Connection) -> None:
+    """SQLite tables of earlier versions get AUTOINCREMENT (a copy of each, in the same
+    transaction; foreign keys are off for the migration, see :meth:`Store._migrate`)."""
+    if conn.dialect.name != "sqlite":
+        return
+    for table in (TRIGGERS, RUNS, BLOCK_RUNS):
+        name = table.name
+        create = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).scalar()
+        if create is None or "AUTOINCREMENT" in create.upper():
+            continue
+        columns = ", ".join(c["name"] for c in inspect(conn).get_columns(name))
+        indexes = [
+            row[0]
+            for row in conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                "AND sql IS NOT NULL",
+                (name,),
+            )
+        ]
+        conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO _old_{name}")
+        for index in conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+            "AND sql IS NOT NULL",
+            (f"_old_{name}",),
+        ).all():
+            conn.exec_driver_sql(f"DROP INDEX {index[0]}")
+        conn.execute(CreateTable(table, include_foreign_key_constraints=None))
+        copy = f"INSERT INTO {name} ({columns}) SELECT {columns} FROM _old_{name}"  # noqa: S608
+        conn.exec_driver_sql(copy)  # our own table and column names only
+        conn.exec_driver_sql(f"DROP TABLE _old_{name}")
+        for index_sql in indexes:
+            conn.exec_driver_sql(index_sql)
+        if name == Trigger.__tablename__:
+            # Runs remember deleted triggers' ids: the next trigger's id is above all of them.
+            conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = ?", (name,))
+            conn.exec_driver_sql(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT ?, max("
+                "(SELECT coalesce(max(id), 0) FROM mage_pipeline_schedule), "
+                "(SELECT coalesce(max(pipeline_schedule_id), 0) FROM mage_pipeline_run))",
+                (name,),
+            )
+
+
 #: Append-only. Each step gets a connection inside the migration transaction.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_initial_tables, _add_idempotency_key]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _create_initial_tables,
+    _add_idempotency_key,
+    _never_reuse_ids,
+]
 
 
 # -- dict views, in Mage's field names -------------------------------------------------------
@@ -291,50 +381,148 @@ class Store:
         writer at a time; one thread avoids lock contention); other databases get a small pool.
     """
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, busy_timeout: float = 5.0) -> None:
         self.db_url = db_url
         self.is_sqlite = db_url.startswith("sqlite")
+        self.busy_timeout = busy_timeout
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout}
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(db_url, **kwargs)
+        #: The SQLite file, watched so that its deletion is noticed (None: not a file).
+        self.path = _sqlite_file(self.engine) if self.is_sqlite else None
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", self._sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time: one thread writes (no lock contention between our
+        # own threads), and reads go to threads of their own, so that a writer waiting for
+        # the lock (another process holding it) never holds a read up. WAL lets them proceed.
         self._executor = ThreadPoolExecutor(
             max_workers=1 if self.is_sqlite else 4, thread_name_prefix="mage-db"
+        )
+        self._readers = (
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="mage-db-read")
+            if self.is_sqlite
+            else self._executor
         )
         self._calls: list[_TriggerCall] = []  # trigger calls waiting for the database thread
         self._calls_lock = threading.Lock()
         self._draining = False
-        self._migrate()
+        self._ready_lock = threading.Lock()
+        self._identity: tuple[int, int] | None = None
+        #: Why the database cannot be used, while it cannot (None: it can).
+        self.unavailable: str | None = None
+        try:
+            self._prepare()
+        except DatabaseUnavailable:
+            pass  # the server starts anyway; every call tries again and answers 503 meanwhile
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the database (writer) thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await loop.run_in_executor(self._executor, self._guarded, fn, args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a read-only ``fn(*args)`` in a reader thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._guarded, fn, args)
+
+    def _guarded(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """``fn(*args)`` on a usable database; DatabaseUnavailable when it is not."""
+        self._prepare()
+        try:
+            return fn(*args)
+        except (OperationalError, InterfaceError, DatabaseError) as exc:
+            reason = unavailable_reason(exc)
+            if reason is None:
+                raise
+            raise DatabaseUnavailable(reason) from None
+
+    def _prepare(self) -> None:
+        """Migrate once, and notice a SQLite file deleted or replaced under the server."""
+        if self.path is not None:
+            try:
+                info = os.stat(self.path)
+                identity: tuple[int, int] | None = (info.st_dev, info.st_ino)
+            except FileNotFoundError:
+                identity = None
+            if self._identity is not None and identity != self._identity:
+                with self._ready_lock:
+                    if identity is None:
+                        self.unavailable = (
+                            f"the database file {self.path} was deleted while the server ran; "
+                            "restore it, or restart the server to start an empty one"
+                        )
+                        raise DatabaseUnavailable(self.unavailable)
+                    # A file put back (restored from a backup): use it from now on.
+                    self.engine.dispose()
+                    self._identity = None
+        if self._identity is not None or (self.path is None and self.unavailable is None):
+            return
+        with self._ready_lock:
+            if self._identity is not None:
+                return
+            try:
+                if self.path is not None:
+                    _create_private_file(self.path)
+                self._migrate()
+            except (OperationalError, InterfaceError, DatabaseError, OSError) as exc:
+                reason = unavailable_reason(exc) if not isinstance(exc, OSError) else str(exc)
+                if reason is None:
+                    raise
+                self.unavailable = f"the database cannot be used: {reason}"
+                raise DatabaseUnavailable(self.unavailable) from None
+            if self.path is not None:
+                info = os.stat(self.path)
+                self._identity = (info.st_dev, info.st_ino)
+            self.unavailable = None
 
     def close(self) -> None:
         """Stop the worker threads and close connections."""
         self._executor.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
         self.engine.dispose()
 
     def _migrate(self) -> None:
-        with self.engine.begin() as conn:
-            SchemaVersion.__table__.create(conn, checkfirst=True)
-            row = conn.execute(select(SchemaVersion.version).where(SchemaVersion.id == 1)).first()
-            current = row[0] if row else 0
-            for step in MIGRATIONS[current:]:
-                step(conn)
-            if row is None:
-                conn.execute(SchemaVersion.__table__.insert().values(id=1, version=len(MIGRATIONS)))
-            elif current < len(MIGRATIONS):
-                conn.execute(
-                    update(SchemaVersion)
-                    .where(SchemaVersion.id == 1)
-                    .values(version=len(MIGRATIONS))
-                )
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                # Foreign keys off while tables may be copied (dropping the old run table would
+                # otherwise cascade to block runs); an IMMEDIATE transaction serialises servers
+                # that start together on one file.
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            with conn.begin() if not self.is_sqlite else contextlib.nullcontext():
+                self._migrate_steps(conn)
+            if self.is_sqlite:
+                conn.exec_driver_sql("COMMIT")
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+    @staticmethod
+    def _migrate_steps(conn: Connection) -> None:
+        SCHEMA.create(conn, checkfirst=True)
+        row = conn.execute(select(SchemaVersion.version).where(SchemaVersion.id == 1)).first()
+        current = row[0] if row else 0
+        for step in MIGRATIONS[current:]:
+            step(conn)
+        if row is None:
+            conn.execute(SCHEMA.insert().values(id=1, version=len(MIGRATIONS)))
+        elif current < len(MIGRATIONS):
+            conn.execute(
+                update(SchemaVersion).where(SchemaVersion.id == 1).values(version=len(MIGRATIONS))
+            )
+
+    def _sqlite_pragmas(self, dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets readers proceed while the single writer commits; NORMAL sync keeps a
+        # committed run across a crash of the server process (only a power loss could drop the
+        # last commits).
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        cursor.close()
 
     # -- triggers ----------------------------------------------------------------------------
 
@@ -353,7 +541,7 @@ class Store:
 
     async def get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
         """One trigger with its run count and last run status, or None."""
-        return await self._call(self._get_trigger, trigger_id)
+        return await self._read(self._get_trigger, trigger_id)
 
     def _get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
         with self._sessions() as s:
@@ -371,7 +559,7 @@ class Store:
 
     async def list_triggers(self, pipeline_uuid: str | None = None) -> list[dict[str, Any]]:
         """Triggers, newest first, optionally of one pipeline."""
-        return await self._call(self._list_triggers, pipeline_uuid)
+        return await self._read(self._list_triggers, pipeline_uuid)
 
     def _list_triggers(self, pipeline_uuid: str | None) -> list[dict[str, Any]]:
         with self._sessions() as s:
@@ -585,7 +773,11 @@ class Store:
                 if not batch:
                     self._draining = False
                     return
-            outcomes = self._trigger_calls(batch)
+            try:
+                self._prepare()
+                outcomes = self._trigger_calls(batch)
+            except DatabaseUnavailable as exc:
+                outcomes = [exc] * len(batch)
             loop.call_soon_threadsafe(_settle_trigger_calls, batch, outcomes)
 
     def _trigger_calls(self, batch: list[_TriggerCall]) -> list[NewRun | BaseException]:
@@ -604,7 +796,10 @@ class Store:
                         continue
                     outcomes.append(self._insert_run(s, **args))
                 return outcomes
-        except Exception:
+        except Exception as exc:
+            reason = unavailable_reason(exc)
+            if reason is not None:  # the database, not one call: every call fails alike, fast
+                return [DatabaseUnavailable(reason)] * len(batch)
             # One call's failure (an Idempotency-Key race with another server, say) must not
             # fail the others: each runs again in a transaction of its own.
             return [self._one_trigger_call(call) for call in batch]
@@ -615,7 +810,8 @@ class Store:
                 trigger = self._read_trigger(s, call.trigger_id)
             return self._create_run(**call.admit(trigger))
         except Exception as exc:
-            return exc
+            reason = unavailable_reason(exc)
+            return exc if reason is None else DatabaseUnavailable(reason)
 
     @staticmethod
     def _find_idempotent(s: Session, trigger_id: int | None, key: str) -> dict[str, Any] | None:
@@ -626,7 +822,7 @@ class Store:
 
     async def get_run(self, run_id: int, with_blocks: bool = False) -> dict[str, Any] | None:
         """One run (and its block runs), or None."""
-        return await self._call(self._get_run, run_id, with_blocks)
+        return await self._read(self._get_run, run_id, with_blocks)
 
     def _get_run(self, run_id: int, with_blocks: bool) -> dict[str, Any] | None:
         with self._sessions() as s:
@@ -650,7 +846,7 @@ class Store:
         self, filters: dict[str, Any], limit: int, offset: int, with_blocks: bool = True
     ) -> tuple[list[dict[str, Any]], int]:
         """Runs newest first, filtered by column equality; also the total count."""
-        return await self._call(self._list_runs, filters, limit, offset, with_blocks)
+        return await self._read(self._list_runs, filters, limit, offset, with_blocks)
 
     def _list_runs(
         self, filters: dict[str, Any], limit: int, offset: int, with_blocks: bool
@@ -705,7 +901,7 @@ class Store:
                 for c in candidates
                 if (c.trigger_settings or {}).get("pipeline_run_limit")
             }
-            running: dict[int, int] = {}
+            running: dict[int | None, int] = {}
             if limited:
                 running = dict(
                     s.execute(
@@ -811,8 +1007,9 @@ class Store:
                 return None
             row = s.get(model, row_id, populate_existing=True)
             assert row is not None
-            if not isinstance(row, Run):
+            if isinstance(row, BlockRun):
                 return block_run_to_dict(row)
+            assert isinstance(row, Run)
             data = run_to_dict(row)
             if with_blocks:
                 data["block_runs"] = self._block_runs(s, [row_id], with_outputs=True)[row_id]
@@ -830,17 +1027,24 @@ class Store:
         values = {**values, "updated_at": utcnow()}
         if logs:
             values["logs"] = func.coalesce(BlockRun.logs, "") + logs
-        changed = s.execute(
-            update(model)
-            .where(model.id == row_id, model.status.in_(allowed_from))
-            .values(**values)
-            .execution_options(synchronize_session=False)
+        changed = cast(
+            CursorResult[Any],
+            s.execute(
+                update(model)
+                .where(model.id == row_id, model.status.in_(allowed_from))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            ),
         )
         return bool(changed.rowcount == 1)
 
     async def fail_interrupted_runs(self, reason: str) -> list[int]:
         """Runs left ``running`` by a server that stopped: mark them failed with ``reason``."""
         return await self._call(self._fail_interrupted_runs, reason)
+
+    def fail_interrupted_runs_now(self, reason: str) -> list[int]:
+        """:meth:`fail_interrupted_runs`, blocking (at start-up, before the server listens)."""
+        return self._guarded(self._fail_interrupted_runs, (reason,))
 
     def _fail_interrupted_runs(self, reason: str) -> list[int]:
         with self._sessions.begin() as s:
@@ -899,13 +1103,13 @@ class Store:
 
     async def list_block_runs(self, run_id: int) -> list[dict[str, Any]]:
         """Block runs of one run, in the order they were created (dependency order)."""
-        return await self._call(
+        return await self._read(
             lambda: self._with_session(lambda s: self._block_runs(s, [run_id])[run_id])
         )
 
     async def get_block_run(self, block_run_id: int) -> dict[str, Any] | None:
         """A block run with its logs and outputs, or None."""
-        return await self._call(self._get_block_run, block_run_id)
+        return await self._read(self._get_block_run, block_run_id)
 
     def _get_block_run(self, block_run_id: int) -> dict[str, Any] | None:
         with self._sessions() as s:
@@ -919,7 +1123,7 @@ class Store:
 
     async def block_runs_with_logs(self, run_ids: list[int]) -> list[dict[str, Any]]:
         """Block runs of several runs, logs included (for the pipeline logs route)."""
-        return await self._call(self._block_runs_with_logs, run_ids)
+        return await self._read(self._block_runs_with_logs, run_ids)
 
     def _block_runs_with_logs(self, run_ids: list[int]) -> list[dict[str, Any]]:
         with self._sessions() as s:
@@ -945,6 +1149,163 @@ class Store:
                 row["outputs"] = block.outputs or []
             found[block.pipeline_run_id].append(row)
         return found
+
+    # -- retention ---------------------------------------------------------------------------
+    # The SQL of ``retention.RetentionPolicy``, and reading runs by id. Every batch is its own
+    # transaction of at most ``limit`` runs, so a big backlog never holds the database long;
+    # only finished runs are touched, re-checked (and locked on PostgreSQL) in the transaction
+    # that removes them, so a run put back in the queue meanwhile (``retry_blocks``) stays.
+
+    async def get_runs(
+        self, run_ids: Iterable[int], pipeline_uuid: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Runs by id, newest first (optionally only those of one pipeline); missing ids are left
+        out. Block runs are not included."""
+        return await self._read(self._get_runs, sorted(set(run_ids)), pipeline_uuid)
+
+    def _get_runs(self, run_ids: list[int], pipeline_uuid: str | None) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        with self._sessions() as s:
+            for start in range(0, len(run_ids), 500):  # bounded IN lists on any database
+                query = select(Run).where(Run.id.in_(run_ids[start : start + 500]))
+                if pipeline_uuid is not None:
+                    query = query.where(Run.pipeline_uuid == pipeline_uuid)
+                found += [run_to_dict(r) for r in s.scalars(query)]
+        return sorted(found, key=lambda r: -int(r["id"]))
+
+    async def retention_cutoffs(
+        self, keep: int, notebooks: bool = False
+    ) -> list[tuple[int | None, int]]:
+        """Per trigger (``None``: the runs without one) that has more than ``keep`` finished runs
+        (with an executed notebook, if ``notebooks``): ``(trigger id, id of the oldest of its
+        newest ``keep``)``. Its finished runs with a smaller id are past the limit."""
+        return await self._call(self._retention_cutoffs, keep, notebooks)
+
+    def _retention_cutoffs(self, keep: int, notebooks: bool) -> list[tuple[int | None, int]]:
+        cutoffs: list[tuple[int | None, int]] = []
+        with self._sessions() as s:
+            groups = list(s.scalars(select(Run.pipeline_schedule_id).distinct()))
+            for group in groups:
+                # One indexed range per trigger (its index ends with the row id), not a window
+                # function over the whole table.
+                query = (
+                    select(Run.id)
+                    .where(self._retention_group(group), Run.status.in_(RUN_FINISHED))
+                    .order_by(Run.id.desc())
+                    .offset(keep - 1)
+                    .limit(1)
+                )
+                if notebooks:
+                    query = query.where(Run.executed_notebook.is_not(None))
+                kth = s.scalar(query)
+                if kth is not None:
+                    cutoffs.append((group, kth))
+        return cutoffs
+
+    async def purge_runs_beyond(
+        self, trigger_id: int | None, below_id: int, limit: int, notebooks: bool = False
+    ) -> tuple[list[int], int, list[str]]:
+        """Up to ``limit`` finished runs of a trigger (``None``: without one) with an id below
+        ``below_id``, deleted with their block runs, or with ``notebooks`` only their executed
+        notebooks forgotten (``executed_notebook`` set to null).
+
+        Returns the runs' ids, the number of block runs deleted and the notebook paths the runs
+        had (for the caller to delete the files). No ids: nothing is left to do.
+        """
+        return await self._call(self._purge_runs_beyond, trigger_id, below_id, limit, notebooks)
+
+    def _purge_runs_beyond(
+        self, trigger_id: int | None, below_id: int, limit: int, notebooks: bool
+    ) -> tuple[list[int], int, list[str]]:
+        with self._sessions.begin() as s:
+            query = (
+                select(Run.id)
+                .where(
+                    self._retention_group(trigger_id),
+                    Run.id < below_id,
+                    Run.status.in_(RUN_FINISHED),
+                )
+                .order_by(Run.id)
+                .limit(limit)
+            )
+            if notebooks:
+                query = query.where(Run.executed_notebook.is_not(None))
+            return self._purge(s, list(s.scalars(query)), notebooks)
+
+    async def purge_runs_finished_before(
+        self, before: datetime, after_id: int, limit: int, notebooks: bool = False
+    ) -> tuple[list[int], int, list[str], int | None]:
+        """As :meth:`purge_runs_beyond`, for the finished runs that ended before ``before``
+        (``completed_at``, else ``created_at``), among the ``limit`` runs after ``after_id``.
+
+        Also returns where the next batch starts (an id for ``after_id``), or None when no later
+        run can qualify: a run created at ``before`` or later ends the walk (ids grow with
+        ``created_at``), so a sweep reads the old rows once, never the whole table.
+        """
+        return await self._call(
+            self._purge_runs_finished_before, before, after_id, limit, notebooks
+        )
+
+    def _purge_runs_finished_before(
+        self, before: datetime, after_id: int, limit: int, notebooks: bool
+    ) -> tuple[list[int], int, list[str], int | None]:
+        with self._sessions.begin() as s:
+            window = s.execute(
+                select(Run.id, Run.status, Run.created_at, Run.completed_at, Run.executed_notebook)
+                .where(Run.id > after_id)
+                .order_by(Run.id)
+                .limit(limit)
+            ).all()
+            ids = [
+                r.id
+                for r in window
+                if r.status in RUN_FINISHED
+                and (r.completed_at or r.created_at) < before
+                and (r.executed_notebook is not None or not notebooks)
+            ]
+            done = len(window) < limit or any(r.created_at >= before for r in window)
+            purged = self._purge(s, ids, notebooks)
+            return (*purged, None if done else window[-1].id)
+
+    @staticmethod
+    def _retention_group(trigger_id: int | None) -> Any:
+        if trigger_id is None:
+            return Run.pipeline_schedule_id.is_(None)
+        return Run.pipeline_schedule_id == trigger_id
+
+    def _purge(
+        self, s: Session, candidates: list[int], notebooks: bool
+    ) -> tuple[list[int], int, list[str]]:
+        """Delete (or, with ``notebooks``, clear the executed notebook of) the candidates that
+        are still finished, inside the caller's transaction."""
+        if not candidates:
+            return [], 0, []
+        query = select(Run.id, Run.executed_notebook).where(
+            Run.id.in_(candidates), Run.status.in_(RUN_FINISHED)
+        )
+        if not self.is_sqlite:  # SQLite has one writer: the transaction is already exclusive
+            query = query.with_for_update()
+        rows = s.execute(query).all()
+        ids = [r.id for r in rows]
+        paths = [r.executed_notebook for r in rows if r.executed_notebook]
+        if not ids:
+            return [], 0, []
+        runs = RUNS
+        if notebooks:
+            s.execute(
+                runs.update()
+                .where(runs.c.id.in_(ids))
+                .values(executed_notebook=None, updated_at=utcnow())
+            )
+            return ids, 0, paths
+        # Block runs first: their foreign key cascades only where the database enforces it.
+        blocks = BLOCK_RUNS
+        deleted = cast(
+            CursorResult[Any],
+            s.execute(blocks.delete().where(blocks.c.pipeline_run_id.in_(ids))),
+        )
+        s.execute(runs.delete().where(runs.c.id.in_(ids)))
+        return ids, deleted.rowcount, paths
 
     async def ping(self) -> None:
         """Round-trip to the database (used by tests and health checks)."""
@@ -973,19 +1334,36 @@ def _settle_trigger_calls(
 
 
 # The trigger call's statements, built once (building and keying one costs more than running it).
-_TRIGGER_TABLE = cast(Table, Trigger.__table__)
-_TRIGGER_BY_ID = select(_TRIGGER_TABLE).where(_TRIGGER_TABLE.c.id == bindparam("id"))
+_TRIGGER_BY_ID = select(TRIGGERS).where(TRIGGERS.c.id == bindparam("id"))
 _ANY_WAITING_RUN = select(Run.id).where(Run.status == "initial").limit(1)
-_INSERT_RUN = insert(cast(Table, Run.__table__))
-_INSERT_BLOCK_RUN = insert(cast(Table, BlockRun.__table__))
+_INSERT_RUN = insert(RUNS)
+_INSERT_BLOCK_RUN = insert(BLOCK_RUNS)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers proceed while the single writer commits; NORMAL sync keeps a committed
-    # run across a crash of the server process (only a power loss could drop the last commits).
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def _sqlite_file(engine: Engine) -> str | None:
+    """The file of a SQLite engine, absolute; None for an in-memory database."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.abspath(database)
+
+
+def _create_private_file(path: str) -> None:
+    """Create the database file readable by its owner only (it holds trigger tokens).
+
+    An existing file readable by others is made private; a folder others may write to is
+    named in a warning (they could replace the file).
+    """
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+    folder_mode = os.stat(folder).st_mode
+    if folder_mode & 0o022 and not folder_mode & stat.S_ISVTX:
+        logging.getLogger(__name__).warning(
+            "jupyter-mage: the database folder %s is writable by other users", folder
+        )

@@ -1,12 +1,26 @@
-"""Checks of request bodies. Each failure is an :class:`ApiError` with a 4xx status.
+"""Checks of request input. Each failure is an :class:`ApiError` with a 4xx status.
 
 Handlers call these and store only what they return, so nothing unchecked reaches the database,
-the engine or the kernel.
+the engine or the kernel. Every bound is chosen so that what passes fits where it goes:
+
+- JSON bodies: finite numbers only (``NaN``, ``Infinity`` and overflowing literals such as
+  ``1e999`` are refused: Python would write them back as ``Infinity``, which is not JSON), no
+  lone surrogate escapes (``"\\ud800"`` has no UTF-8 form, so a notebook file or a text column
+  could not store it), and at most :data:`MAX_JSON_DEPTH` levels of nesting (deeper documents
+  overflow the stack of whoever walks them next, e.g. the kernel).
+- Integers in paths and queries: ASCII digits only (``str.isdigit`` and ``int`` also take
+  superscripts, other scripts' digits or ``"1_000"``), at most :data:`MAX_ID` for ids and
+  :data:`MAX_OFFSET` for paging, so every value fits a 64-bit SQL integer.
+- Dates: between the years 1000 and 9999 once converted to UTC (earlier years are written
+  without four digits by ``strftime`` and would not read back; later ones do not exist).
+- Trigger settings and ``sla``: at most :data:`MAX_SETTING` (seconds or runs), which fits a
+  32-bit SQL integer and a float timeout; trigger text fits PostgreSQL (no NUL, bounded length).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -57,6 +71,23 @@ WRITABLE_TRIGGER_FIELDS = frozenset(
 )
 RUN_FIELDS = frozenset({"variables", "execution_date", "pipeline_schedule_id", "pipeline_uuid"})
 _INTERVAL = re.compile(r"^(@once|@hourly|@daily|@weekly|@monthly|@always_on|(\S+\s+){4}\S+)$")
+#: Deepest nesting of arrays and objects accepted in a request body (the body itself is level 1,
+#: so a trigger call's variables may nest 61 levels). Mage bodies need a handful.
+MAX_JSON_DEPTH = 64
+#: Largest id in a path or query (18 digits: fits a 64-bit SQL integer).
+MAX_ID = 10**18 - 1
+#: Largest ``_offset`` (and ``_limit`` before it is capped): paging never needs more.
+MAX_OFFSET = 10**9
+#: Largest ``sla``, ``timeout`` or ``pipeline_run_limit`` (fits a 32-bit SQL integer).
+MAX_SETTING = 10**9
+#: Upper bounds of query integers by parameter name; other query integers are ids.
+_QUERY_LIMITS = {"_offset": MAX_OFFSET, "_limit": MAX_OFFSET}
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_SECONDS = re.compile(r"(?:[0-9]{1,12}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})")
+# A \u escape that may decode to a lone surrogate (a false positive only costs a walk).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MIN_YEAR = 1000
 
 
 class ApiError(web.HTTPError):
@@ -69,22 +100,71 @@ class ApiError(web.HTTPError):
         self.message = message
 
 
+class _NotFinite(ValueError):
+    """A JSON number that is not a finite float (``NaN``, ``Infinity``, ``1e999``)."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _NotFinite(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # "1e999" parses to inf
+        raise _NotFinite(f"{text[:40]} is out of range")
+    return value
+
+
+def _check_tree(data: Any, strings: bool) -> None:
+    """Depth (and, if ``strings``, lone surrogates) of a decoded document, walked iteratively."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            items: Any = value.values()
+            if strings and any(_SURROGATE.search(k) for k in value):
+                raise ApiError(400, "invalid_json", "request body holds a lone surrogate escape")
+        elif isinstance(value, list):
+            items = value
+        else:
+            if strings and isinstance(value, str) and _SURROGATE.search(value):
+                raise ApiError(400, "invalid_json", "request body holds a lone surrogate escape")
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(
+                400, "invalid_json", f"request body is nested deeper than {MAX_JSON_DEPTH} levels"
+            )
+        stack.extend((item, depth + 1) for item in items)
 
 
 def parse_json_object(body: bytes, limit: int) -> dict[str, Any]:
-    """Decode a request body that must be a JSON object (an empty body is ``{}``)."""
+    """Decode a request body that must be a JSON object (an empty body is ``{}``).
+
+    Refused with 400: invalid JSON, non-finite numbers (``NaN``, ``Infinity``, ``1e999``), lone
+    surrogate escapes, nesting deeper than :data:`MAX_JSON_DEPTH`; with 413: a body over
+    ``limit`` bytes. The checks after decoding walk the document only when a cheap scan of the
+    bytes says they could fail (more brackets than the depth bound, a ``\\uD8..`` escape).
+    """
     if len(body) > limit:
         raise ApiError(413, "payload_too_large", f"request body is larger than {limit} bytes")
     if not body.strip():
         return {}
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+    except _NotFinite:
+        raise ApiError(
+            400, "invalid_json", "request body holds a number that is not finite"
+        ) from None
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "request body must be a JSON object")
+    # Every "[" or "{" of any encoding json.loads reads holds the byte 0x5B or 0x7B, so the
+    # count bounds the depth from above; the walk costs nothing for ordinary bodies.
+    deep = body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
+    strings = _SURROGATE_ESCAPE.search(body) is not None
+    if deep or strings:
+        _check_tree(data, strings)
     return data
 
 
@@ -108,19 +188,31 @@ def _object(value: Any, name: str) -> dict[str, Any]:
     return value
 
 
-def parse_execution_date(value: Any) -> datetime:
-    """A timezone-aware UTC datetime from an ISO string (naive means UTC)."""
+def parse_execution_date(value: Any, name: str = "execution_date") -> datetime:
+    """A timezone-aware UTC datetime from an ISO string (naive means UTC).
+
+    The UTC date must lie in the years 1000 to 9999: ``0001-01-01T00:00:00+01:00`` or
+    ``9999-12-31T23:59:59-01:00`` do not exist in UTC, and years before 1000 would be stored
+    without their four digits (``strftime``) and not read back.
+    """
     if not isinstance(value, str):
-        raise ApiError(400, "invalid_execution_date", "'execution_date' must be an ISO 8601 string")
+        raise ApiError(400, "invalid_execution_date", f"'{name}' must be an ISO 8601 string")
     try:
         parsed = parse_time(value.strip())
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        else:
+            parsed = parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        parsed = None
+    if parsed is None or parsed.year < _MIN_YEAR:
         raise ApiError(
-            400, "invalid_execution_date", f"'execution_date' is not a valid date: {value[:64]!r}"
-        ) from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+            400,
+            "invalid_execution_date",
+            f"'{name}' is not a valid date between the years {_MIN_YEAR} and 9999 (UTC): "
+            f"{value[:64]!r}",
+        )
+    return parsed
 
 
 def trigger_fields(data: dict[str, Any], creating: bool) -> tuple[dict[str, Any], bool]:
@@ -156,6 +248,9 @@ def trigger_fields(data: dict[str, Any], creating: bool) -> tuple[dict[str, Any]
         values["name"] = name.strip()
     if "description" in values and not isinstance(values["description"], str | None):
         raise ApiError(400, "invalid_field", "'description' must be a string")
+    for key in ("name", "description"):
+        if "\x00" in (values.get(key) or ""):  # PostgreSQL text cannot hold NUL
+            raise ApiError(400, "invalid_field", f"'{key}' must not contain NUL characters")
     if creating:
         values.setdefault("schedule_type", "api")
         values.setdefault("status", "active")
@@ -164,18 +259,24 @@ def trigger_fields(data: dict[str, Any], creating: bool) -> tuple[dict[str, Any]
     if "status" in values and values["status"] not in TRIGGER_STATUSES:
         raise ApiError(400, "invalid_field", f"'status' must be one of {TRIGGER_STATUSES}")
     interval = values.get("schedule_interval")
-    if interval is not None and (not isinstance(interval, str) or not _INTERVAL.match(interval)):
+    if interval is not None and (
+        not isinstance(interval, str) or len(interval) > 50 or not _INTERVAL.match(interval)
+    ):
         raise ApiError(
             400,
             "invalid_field",
             "'schedule_interval' must be @once, @hourly, @daily, "
-            "@weekly, @monthly, @always_on or a cron expression",
+            "@weekly, @monthly, @always_on or a cron expression (at most 50 characters)",
         )
     if values.get("start_time") is not None:
-        values["start_time"] = parse_execution_date(values["start_time"])
+        values["start_time"] = parse_execution_date(values["start_time"], "start_time")
     sla = values.get("sla")
-    if sla is not None and (not isinstance(sla, int) or isinstance(sla, bool) or sla < 0):
-        raise ApiError(400, "invalid_field", "'sla' must be a non-negative integer (seconds)")
+    if sla is not None and (
+        not isinstance(sla, int) or isinstance(sla, bool) or not 0 <= sla <= MAX_SETTING
+    ):
+        raise ApiError(
+            400, "invalid_field", f"'sla' must be an integer from 0 to {MAX_SETTING} (seconds)"
+        )
     if "variables" in values:
         values["variables"] = _object(values["variables"], "variables")
     if "settings" in values:
@@ -193,23 +294,24 @@ def trigger_fields(data: dict[str, Any], creating: bool) -> tuple[dict[str, Any]
         if settings.get("pipeline_run_limit_action") not in (None, "wait", "skip"):
             raise ApiError(400, "invalid_field", "'pipeline_run_limit_action' must be wait or skip")
         for key in ("pipeline_run_limit", "timeout"):
-            if settings.get(key) is not None and settings[key] <= 0:
-                raise ApiError(400, "invalid_field", f"setting '{key}' must be positive")
+            if settings.get(key) is not None and not 0 < settings[key] <= MAX_SETTING:
+                raise ApiError(
+                    400, "invalid_field", f"setting '{key}' must be positive, at most {MAX_SETTING}"
+                )
         values["settings"] = settings
     return values, rotate
 
 
 def wait_seconds(value: str | None, maximum: float) -> float | None:
-    """The ``?wait=`` query parameter: seconds to hold the answer, at most ``maximum``."""
+    """The ``?wait=`` query parameter: seconds to hold the answer, at most ``maximum``.
+
+    A plain decimal in ASCII (``30``, ``0.5``): no sign, exponent, ``nan`` or ``inf``.
+    """
     if value is None:
         return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", "'wait' must be a number of seconds") from None
-    if not 0 <= seconds < float("inf"):
-        raise ApiError(400, "invalid_parameter", "'wait' must be a non-negative number")
-    return min(seconds, maximum)
+    if not _SECONDS.fullmatch(value):
+        raise ApiError(400, "invalid_parameter", "'wait' must be a non-negative number of seconds")
+    return min(float(value), maximum)
 
 
 def idempotency_key(value: str | None) -> str | None:
@@ -247,20 +349,37 @@ def run_request(body: dict[str, Any]) -> tuple[dict[str, Any], datetime | None, 
 
 
 def positive_int(value: str | None, name: str, default: int, maximum: int | None = None) -> int:
-    """A query parameter that must be a non-negative integer."""
+    """A query parameter that must be a non-negative integer in ASCII digits.
+
+    Values above ``maximum`` are capped to it; values out of range (over :data:`MAX_OFFSET` for
+    ``_offset`` and ``_limit``, over :data:`MAX_ID` for ids) are a 400.
+    """
     if value is None or value == "":
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"'{name}' must be an integer") from None
-    if number < 0:
-        raise ApiError(400, "invalid_parameter", f"'{name}' must not be negative")
+    bound = _QUERY_LIMITS.get(name, MAX_ID)
+    value = value.strip(" \t")
+    if not _DIGITS.fullmatch(value) or int(value) > bound:
+        raise ApiError(400, "invalid_parameter", f"'{name}' must be an integer from 0 to {bound}")
+    number = int(value)
     return min(number, maximum) if maximum is not None else number
 
 
 def parse_id(value: str, what: str) -> int:
-    """A path id; anything that is not a positive integer is simply not found."""
-    if not value.isdigit() or len(value) > 18:
+    """A path id; anything that is not 1 to 18 ASCII digits is simply not found."""
+    if not _DIGITS.fullmatch(value):
         raise ApiError(404, "not_found", f"{what} {value[:40]!r} not found")
     return int(value)
+
+
+def decode_argument(value: bytes, name: str | None = None) -> str:
+    """A percent-decoded path or query argument as text; invalid UTF-8 is a 400.
+
+    Unlike tornado's own check, the message does not echo the value: on the token route the
+    value is the trigger's token.
+    """
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(
+            400, "invalid_argument", f"the {name or 'URL'} argument is not valid UTF-8"
+        ) from None
