@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,13 +34,16 @@ SLOW_CHATTY = [
 
 
 @pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB tmpfs: a disk that fills up for real."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
+def tmpfs() -> Iterator[Path]:
+    """A 4 MB tmpfs: a disk that fills up for real.
+
+    Outside pytest's temporary tree, which another pytest session may clean up meanwhile.
+    """
+    mount = Path(tempfile.mkdtemp(prefix="jupyter-mage-tmpfs-"))
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+    mount.rmdir()
 
 
 @pytest.fixture
@@ -148,8 +153,13 @@ async def test_a_held_write_lock_blocks_no_read_and_loses_no_write(
 
 
 async def test_a_full_disk_answers_503_and_the_run_ends_once_space_returns(
-    jp_root_dir: Path, tmpfs: Path, mage: MageClient
+    jp_root_dir: Path, jp_serverapp: Any, tmpfs: Path, mage: MageClient
 ) -> None:
+    [app] = jp_serverapp.extension_manager.extension_apps["jupyter_mage"]
+    failed_writes: list[str] = []
+    catcher = logging.Handler()
+    catcher.emit = lambda record: failed_writes.append(record.getMessage())  # type: ignore[method-assign]
+    app.engine.log.addHandler(catcher)
     write_pipeline(jp_root_dir, "chatty", SLOW_CHATTY)
     trigger = await mage.create_trigger("chatty", variables={"seconds": 2, "chars": 900_000})
     run = await mage.run_now(trigger["id"])
@@ -163,11 +173,18 @@ async def test_a_full_disk_answers_503_and_the_run_ends_once_space_returns(
         )  # fmt: skip
         assert code == 503 and headers["Retry-After"] == "5"
         assert "full" in body["error"]["message"]
-        await asyncio.sleep(3)  # the block printed 900 kB: its log cannot be written now
+        # The block prints 900 kB after 2 s: writing its log fails, and is tried again.
+        retried = "write failed (database or disk is full); trying again"
+        for _ in range(600):
+            if any(retried in line for line in failed_writes):
+                break
+            await asyncio.sleep(0.1)
+        assert any(retried in line for line in failed_writes)
         current = (await mage.call("GET", "api", "pipeline_runs", str(run["id"])))["pipeline_run"]
         assert current["status"] == "running"
     finally:
         filler.unlink()
+        app.engine.log.removeHandler(catcher)
     finished = await mage.wait(run["id"], timeout=60)
     assert finished["status"] == "completed"
     assert len(await mage.block_logs(finished, "slow")) == 900_001
