@@ -1,0 +1,132 @@
+"""Triggers (Mage's pipeline schedules): create, read, list, update, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    bindparam,
+    func,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from .database import Database
+from .schema import TRIGGERS, Run, Trigger, new_token, utcnow
+from .views import trigger_to_dict
+
+#: A trigger by id, as a plain row (every trigger call reads one: built once).
+_TRIGGER_BY_ID = select(TRIGGERS).where(TRIGGERS.c.id == bindparam("id"))
+
+
+class TriggerStore(Database):
+    """Triggers, with the statistics of their runs."""
+
+    # -- triggers ----------------------------------------------------------------------------
+
+    async def create_trigger(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Insert a trigger; ``values`` are already validated column values."""
+        return await self._call(self._create_trigger, values)
+
+    def _create_trigger(self, values: dict[str, Any]) -> dict[str, Any]:
+        with self._sessions.begin() as s:
+            trigger = Trigger(**values)
+            if values.get("status", "active") == "active":
+                trigger.last_enabled_at = utcnow()
+            s.add(trigger)
+            s.flush()
+            return trigger_to_dict(trigger)
+
+    async def get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+        """One trigger with its run count and last run status, or None."""
+        return await self._read(self._get_trigger, trigger_id)
+
+    def _get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+        with self._sessions() as s:
+            trigger = self._read_trigger(s, trigger_id)
+            if trigger is not None:
+                count, last = self._run_stats(s, [trigger_id])[trigger_id]
+                trigger.update(pipeline_runs_count=count, last_pipeline_run_status=last)
+            return trigger
+
+    @staticmethod
+    def _read_trigger(s: Session, trigger_id: int) -> dict[str, Any] | None:
+        """The trigger without its run statistics (a plain row: trigger calls read it)."""
+        row = s.connection().execute(_TRIGGER_BY_ID, {"id": trigger_id}).first()
+        return trigger_to_dict(row) if row is not None else None
+
+    async def list_triggers(self, pipeline_uuid: str | None = None) -> list[dict[str, Any]]:
+        """Triggers, newest first, optionally of one pipeline."""
+        return await self._read(self._list_triggers, pipeline_uuid)
+
+    def _list_triggers(self, pipeline_uuid: str | None) -> list[dict[str, Any]]:
+        with self._sessions() as s:
+            query = select(Trigger).order_by(Trigger.id.desc())
+            if pipeline_uuid is not None:
+                query = query.where(Trigger.pipeline_uuid == pipeline_uuid)
+            triggers = list(s.scalars(query))
+            stats = self._run_stats(s, [t.id for t in triggers])
+            return [trigger_to_dict(t, *stats.get(t.id, (0, None))) for t in triggers]
+
+    @staticmethod
+    def _run_stats(s: Session, ids: list[int]) -> dict[int, tuple[int, str | None]]:
+        if not ids:
+            return {}
+        counts = dict(
+            s.execute(
+                select(Run.pipeline_schedule_id, func.count(Run.id))
+                .where(Run.pipeline_schedule_id.in_(ids))
+                .group_by(Run.pipeline_schedule_id)
+            ).all()
+        )
+        latest = (
+            select(Run.pipeline_schedule_id, func.max(Run.id).label("last_id"))
+            .where(Run.pipeline_schedule_id.in_(ids))
+            .group_by(Run.pipeline_schedule_id)
+            .subquery()
+        )
+        last = dict(
+            s.execute(
+                select(Run.pipeline_schedule_id, Run.status).join(
+                    latest, Run.id == latest.c.last_id
+                )
+            ).all()
+        )
+        return {i: (counts.get(i, 0), last.get(i)) for i in ids}
+
+    async def update_trigger(
+        self, trigger_id: int, values: dict[str, Any], rotate_token: bool = False
+    ) -> dict[str, Any] | None:
+        """Update columns (and maybe the token) of a trigger; None if it does not exist."""
+        return await self._call(self._update_trigger, trigger_id, values, rotate_token)
+
+    def _update_trigger(
+        self, trigger_id: int, values: dict[str, Any], rotate_token: bool
+    ) -> dict[str, Any] | None:
+        with self._sessions.begin() as s:
+            trigger = s.get(Trigger, trigger_id)
+            if trigger is None:
+                return None
+            if values.get("status") == "active" and trigger.status != "active":
+                trigger.last_enabled_at = utcnow()
+            for key, value in values.items():
+                setattr(trigger, key, value)
+            if rotate_token:
+                trigger.token = new_token()
+            trigger.updated_at = utcnow()
+            s.flush()
+            stats = self._run_stats(s, [trigger_id])
+            return trigger_to_dict(trigger, *stats.get(trigger_id, (0, None)))
+
+    async def delete_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+        """Delete a trigger (its runs stay); returns what was deleted, or None."""
+        return await self._call(self._delete_trigger, trigger_id)
+
+    def _delete_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+        with self._sessions.begin() as s:
+            trigger = s.get(Trigger, trigger_id)
+            if trigger is None:
+                return None
+            gone = trigger_to_dict(trigger)
+            s.delete(trigger)
+            return gone
