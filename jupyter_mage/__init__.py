@@ -27,7 +27,27 @@ from .handrun import (
     unload_ipython_extension,
 )
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version; in a source checkout, labextension/package.json's.
+
+    labextension/package.json is the single source: hatch writes it into the metadata at build.
+    """
+    import json
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        return metadata.version("jupyter_mage")
+    except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+        package_json = Path(__file__).resolve().parent.parent / "labextension" / "package.json"
+        try:
+            return str(json.loads(package_json.read_text(encoding="utf-8"))["version"])
+        except (OSError, ValueError, KeyError):
+            return "0+unknown"
+
+
+__version__ = _version()
 __all__ = [
     "callback",
     "condition",
