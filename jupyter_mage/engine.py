@@ -13,220 +13,28 @@ code runs on a Kernel/Enterprise Gateway.
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
-import hashlib
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nbformat
 from jupyter_core.utils import ensure_async
 from traitlets import Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import runtime
+from .bootstrap import kernel_code
 from .execute import ExecuteRequest
+from .executed_notebook import write_executed_notebook
 from .kernels import KernelHandle, KernelPool
 from .pipeline import Pipeline, PipelineNotFound, PipelineRepository
+from .recorder import RunRecorder, until_written
+from .run_messages import ActiveRun, BlockChange, BlockLogs, BlockState, RunMessages
 from .state import StatusBoard
-from .storage import BLOCK_FINISHED, Store, utcnow
+from .storage import BLOCK_FINISHED, Store
 from .variables import merge_variables, parse_time, system_keys
 
-RUNTIME_SOURCE = Path(runtime.__file__).read_text(encoding="utf-8")
-RUNTIME_DIGEST = hashlib.sha256(RUNTIME_SOURCE.encode()).hexdigest()[:16]
 #: Seconds between checks that a run's kernel is still alive.
 WATCH_INTERVAL = 0.5
-
-# Loads the runtime as a private module (once per kernel: warm kernels have it preloaded), then
-# runs the plan. Every argument is a string literal made with repr().
-_BOOTSTRAP = """\
-def __jupyter_mage_bootstrap(source, digest, plan, cwd):
-    import os, sys, types
-    module = sys.modules.get('_jupyter_mage_runtime')
-    if getattr(module, '__digest__', None) != digest:
-        if source is None:
-            raise RuntimeError('jupyter-mage: the warm kernel lost its run-time')
-        module = types.ModuleType('_jupyter_mage_runtime')
-        exec(compile(source, '<jupyter-mage runtime>', 'exec'), module.__dict__)
-        module.__digest__ = digest
-        module.__home__ = os.getcwd()
-        sys.modules['_jupyter_mage_runtime'] = module
-    if plan is not None:
-        if cwd:
-            os.chdir(cwd)
-        module.run_pipeline(plan)
-try:
-    __jupyter_mage_bootstrap({source!r}, {digest!r}, {plan!r}, {cwd!r})
-finally:
-    del __jupyter_mage_bootstrap
-"""
-
-
-def kernel_code(payload: dict[str, Any] | None, cwd: str = "", preloaded: bool = False) -> str:
-    """The execute request of a run: the runtime's source and the plan, both as string literals.
-
-    Nothing from the request is spliced into code: the plan is JSON text inside a Python string
-    literal (``repr`` of a ``str`` is always a valid, inert literal) and is decoded by
-    ``json.loads`` inside the kernel. ``cwd`` (the notebook's folder, relative to the root dir
-    where kernels start) is a literal too. ``payload=None`` only loads the runtime (warm-up);
-    ``preloaded`` leaves the runtime's 30 kB source out (a warm kernel has it already).
-    """
-    plan = None if payload is None else json.dumps(payload, allow_nan=False)
-    source = None if preloaded else RUNTIME_SOURCE
-    return _BOOTSTRAP.format(source=source, digest=RUNTIME_DIGEST, plan=plan, cwd=cwd)
-
-
-@dataclass
-class BlockState:
-    """What the engine knows of one block during a run."""
-
-    block_run_id: int
-    status: str
-    #: Log text received and not yet written to the block run.
-    log: list[str] = field(default_factory=list)
-    log_chars: int = 0
-    cell_outputs: list[dict[str, Any]] = field(default_factory=list)
-    output_bytes: int = 0
-    #: The run-time reported the block's start and its end (``block_started``/``_finished``).
-    started: bool = False
-    reported: bool = False
-
-
-@dataclass
-class KernelReport:
-    """What the kernel said about a run, as it arrived: the basis of the run's final status."""
-
-    #: Events received (each one carries a sequence number).
-    events: int = 0
-    #: ``run_finished`` came: the number of events the run-time sent, and how the run ended
-    #: (``finished``, ``interrupted``, ``runtime_error``), with the run-time's own error.
-    sent: int | None = None
-    ending: str | None = None
-    runtime_error: dict[str, Any] | None = None
-    #: What was printed after the last block ended (``run_finished``'s ``log``).
-    trailing_output: str = ""
-    #: The execute reply's content, once the request is over.
-    reply: dict[str, Any] | None = None
-
-    @property
-    def lost(self) -> int:
-        """Events the run-time sent that never arrived (0 until ``run_finished`` came)."""
-        return 0 if self.sent is None else max(self.sent - self.events, 0)
-
-    def problem(self) -> str | None:
-        """Why the run cannot count as completed from the kernel's side, or None."""
-        if self.ending == "runtime_error":
-            error = self.runtime_error or {}
-            return (
-                "jupyter-mage's run-time failed in the kernel: "
-                f"{error.get('type', 'Error')}: {error.get('message', '')}"
-            )
-        if self.sent is None:
-            reply = self.reply or {}
-            if reply.get("status") == "error":
-                return (
-                    "the kernel failed the run's request: "
-                    f"{reply.get('ename', 'Error')}: {reply.get('evalue', '')}"
-                )
-            return "the kernel ended the run's request before every block reported its end"
-        if self.lost:
-            return f"{self.lost} of {self.sent} messages from the kernel were lost"
-        if self.ending == "interrupted":
-            return "the run was interrupted (KeyboardInterrupt)"
-        return None
-
-
-@dataclass
-class ActiveRun:
-    """A run between kernel start and its final status."""
-
-    run_id: int
-    kernel_id: str | None = None
-    cancel_requested: bool = False
-    failure: str | None = None
-    timeout_status: str | None = None
-    execute_task: asyncio.Task[Any] | None = None
-    report: KernelReport = field(default_factory=KernelReport)
-    #: Set by the kernel's ``run_finished`` event: every block has its final status.
-    blocks_done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-#: One block-run write: (block run id, new status or None for a log append, logs, columns).
-BlockChange = tuple[int, "str | None", str, dict[str, Any]]
-
-
-class RunMessages:
-    """Routes a run's iopub messages: events to the recorder, output to its block's log.
-
-    Every stream message between a block's ``block_started`` and ``block_finished`` belongs to
-    that block (iopub keeps order); most output arrives in the run-time's own ``output``
-    events, the rest (text written to the process's descriptors, display data) as ordinary
-    messages.
-    """
-
-    def __init__(
-        self,
-        engine: KernelEngine,
-        active: ActiveRun,
-        states: dict[str, BlockState],
-        events: asyncio.Queue[dict[str, Any] | None],
-    ) -> None:
-        self.engine = engine
-        self.active = active
-        self.states = states
-        self.events = events
-        self.current: BlockState | None = None
-
-    def __call__(self, msg: dict[str, Any]) -> None:
-        try:
-            self._route(msg)
-        except Exception:  # a malformed message must not stop the run's reader
-            self.engine.log.exception("run %s: unreadable kernel message", self.active.run_id)
-
-    def _route(self, msg: dict[str, Any]) -> None:
-        msg_type = msg["msg_type"]
-        content = msg["content"]
-        data = content.get("data", {}) if msg_type == "display_data" else {}
-        event = data.get(runtime.EVENT_MIME)
-        if isinstance(event, dict):
-            self._event(event)
-            return
-        state = self.current
-        if state is None:
-            return
-        if msg_type == "stream":
-            self.engine.add_output(state, content.get("name", "stdout"), content["text"])
-        elif msg_type in ("display_data", "execute_result"):
-            self.engine.add_display(state, data, content.get("metadata", {}))
-        elif msg_type == "error":
-            self.engine.append_log(state, "\n".join(content.get("traceback", [])) + "\n")
-
-    def _event(self, event: dict[str, Any]) -> None:
-        report = self.active.report
-        report.events += 1
-        kind = event.get("event")
-        if kind == "output":
-            state = self.states.get(event.get("block") or "")
-            for name, text in event.get("parts", []):
-                if state is not None:
-                    self.engine.add_output(state, name, text)
-            if state is not None and state.log:
-                self.events.put_nowait(event)  # a live log append
-            return
-        event["received_at"] = utcnow()
-        if kind == "block_started":
-            self.current = self.states.get(event.get("block") or "")
-        elif kind == "block_finished":
-            self.current = None
-        elif kind == "run_finished":
-            report.sent = event.get("seq")
-            report.ending = event.get("ending")
-            report.runtime_error = event.get("error")
-            report.trailing_output = str(event.get("log") or "")
-            self.active.blocks_done.set()
-        self.events.put_nowait(event)
 
 
 class KernelEngine(LoggingConfigurable):
@@ -302,6 +110,11 @@ class KernelEngine(LoggingConfigurable):
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
+    def logs(self) -> BlockLogs:
+        """The bounds of what blocks print, as configured."""
+        return BlockLogs(self.max_log_chars, self.max_cell_output_bytes, self.max_error_chars)
+
+    @property
     def runs_path(self) -> Path:
         """Absolute folder of executed notebooks."""
         path = Path(self.runs_dir)
@@ -368,8 +181,10 @@ class KernelEngine(LoggingConfigurable):
         states, skip = await self._prepare_block_runs(plan, pipeline)
         payload = self._payload(plan, pipeline, skip)
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        recorder = asyncio.create_task(self._record_events(events, states, active))
-        messages = RunMessages(self, active, states, events)
+        recording = RunRecorder(self.board, self.logs, self.log).record(events, states, active)
+        recorder = asyncio.create_task(recording)
+        messages = RunMessages(run_id, self.logs, states, events, self.log)
+        active.report, active.blocks_done = messages.report, messages.finished
         handle = None
         try:
             if active.cancel_requested:  # cancelled before its kernel was asked for
@@ -561,184 +376,17 @@ class KernelEngine(LoggingConfigurable):
             ],
         }
 
-    # -- what blocks print ------------------------------------------------------------------
-
-    def append_log(self, state: BlockState, text: str) -> None:
-        """Add text to a block's log, within ``max_log_chars`` (a second bound: the run-time
-        already cuts what it captures; this one also covers descriptor-level output)."""
-        room = self.max_log_chars - state.log_chars
-        if room <= 0 or not text:
-            return
-        if len(text) > room:
-            text = text[:room] + "\n[log truncated]\n"
-        state.log.append(text)
-        state.log_chars += len(text)
-
-    def add_output(self, state: BlockState, name: str, text: str) -> None:
-        """Printed text: the block's log, and a stream output of its executed cell."""
-        before = state.log_chars
-        self.append_log(state, text)
-        kept = text[: state.log_chars - before]
-        if not kept:
-            return
-        outputs = state.cell_outputs
-        if outputs and outputs[-1].get("output_type") == "stream" and outputs[-1]["name"] == name:
-            outputs[-1]["text"] += kept  # one output per stretch of a stream, as Jupyter shows it
-        else:
-            outputs.append(nbformat.v4.new_output("stream", name=name, text=kept))
-
-    def add_display(
-        self, state: BlockState, data: dict[str, Any], metadata: dict[str, Any]
-    ) -> None:
-        """Display data of a block: its text in the log, the bundle in its executed cell."""
-        self.append_log(state, str(data.get("text/plain", "")) + "\n")
-        size = sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values())
-        if state.output_bytes + size > self.max_cell_output_bytes:
-            if state.output_bytes <= self.max_cell_output_bytes:
-                note = f"[display outputs beyond {self.max_cell_output_bytes} bytes not kept]\n"
-                state.cell_outputs.append(
-                    nbformat.v4.new_output("stream", name="stderr", text=note)
-                )
-                state.output_bytes = self.max_cell_output_bytes + 1
-            return
-        state.output_bytes += size
-        state.cell_outputs.append(
-            nbformat.v4.new_output("display_data", data=data, metadata=metadata)
-        )
-
-    # -- block runs and events ---------------------------------------------------------------
-
-    async def _record_events(
-        self,
-        events: asyncio.Queue[dict[str, Any] | None],
-        states: dict[str, BlockState],
-        active: ActiveRun,
-    ) -> None:
-        """Write block events in the order the kernel sent them, a batch per transaction.
-
-        A write that fails (the database locked by another process, full, gone) is tried again
-        until it lands: a block's recorded status is never left behind its real one.
-        """
-        finished = False
-        while not finished:
-            batch = [await events.get()]
-            while not events.empty():
-                batch.append(events.get_nowait())
-            changes: list[BlockChange] = []
-            targets: list[tuple[BlockState, str | None]] = []
-            for event in batch:
-                if event is None:
-                    finished = True
-                    break
-                state = states.get(event.get("block") or "")
-                if state is None:
-                    continue
-                kind = event["event"]
-                if kind == "block_started":
-                    state.started = True
-                    values = {"started_at": event["received_at"]}
-                    changes.append((state.block_run_id, "running", "", values))
-                    targets.append((state, "running"))
-                elif kind == "block_finished":
-                    state.reported = True
-                    status, logs, values = self._finished_change(state, event, active)
-                    values["completed_at"] = event["received_at"]
-                    changes.append((state.block_run_id, status, logs, values))
-                    targets.append((state, status))
-            # Live logs: what running blocks printed so far (a finished block's went with it).
-            for state in states.values():
-                if state.log and state.started and not state.reported:
-                    changes.append((state.block_run_id, None, self._take_log(state), {}))
-                    targets.append((state, None))
-            if not changes:
-                continue
-            applied = await self._until_written(self.board.blocks, changes)
-            for (state, moved_to), ok in zip(targets, applied, strict=True):
-                if ok and moved_to is not None:
-                    state.status = moved_to
-
-    async def _until_written(self, write: Any, *args: Any) -> Any:
-        """``await write(*args)``, tried again (backing off to 5 s) until it succeeds."""
-        delay = 0.1
-        while True:
-            try:
-                return await write(*args)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.log.warning("jupyter-mage: write failed (%s); trying again", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    @staticmethod
-    def _take_log(state: BlockState) -> str:
-        logs = "".join(state.log)
-        state.log.clear()
-        return logs
-
-    def _finished_change(
-        self, state: BlockState, event: dict[str, Any], active: ActiveRun
-    ) -> tuple[str, str, dict[str, Any]]:
-        """Status, log text and columns of a ``block_finished`` event."""
-        status = event["status"]
-        error = event.get("error") or {}
-        if status == "failed" and error.get("type") == "KeyboardInterrupt":
-            # The interrupt of a cancel ends the block cancelled; a run timeout's, failed with
-            # the timeout as its error. A KeyboardInterrupt the block raised itself stays one.
-            if active.cancel_requested:
-                status = "cancelled"
-            elif active.timeout_status is not None and active.failure:
-                error = {"type": "RunTimeout", "message": active.failure, "traceback": ""}
-        values: dict[str, Any] = {}
-        metrics: dict[str, Any] = {}
-        for key in ("seconds", "attempts"):
-            if key in event:
-                metrics[key] = event[key]
-        if event.get("log"):  # printed while no block was running (conditions, callbacks)
-            self.add_output(state, "stdout", str(event["log"]))
-        dropped = event.get("dropped_chars") or 0
-        if dropped:
-            note = (
-                f"\n[{dropped} more characters of output not kept: "
-                f"the limit is {self.max_log_chars} per block]\n"
-            )
-            state.log.append(note)
-            state.cell_outputs.append(nbformat.v4.new_output("stream", name="stderr", text=note))
-        if status == "failed":
-            error = self._bounded_error(error)
-            metrics["error"] = error
-            self.append_log(state, error.get("traceback", ""))
-            state.cell_outputs.append(
-                nbformat.v4.new_output(
-                    "error",
-                    ename=error.get("type", "Error"),
-                    evalue=error.get("message", ""),
-                    traceback=error.get("traceback", "").splitlines(),
-                )
-            )
-        if status == "completed":
-            values["outputs"] = event.get("outputs", [])
-        if metrics:
-            values["metrics"] = metrics
-        return status, self._take_log(state), values
-
-    def _bounded_error(self, error: dict[str, Any]) -> dict[str, Any]:
-        """An error as stored: type, message and traceback each within ``max_error_chars``."""
-        return {
-            key: runtime.cut_text(str(error.get(key, "")), self.max_error_chars)
-            for key in ("type", "message", "traceback")
-        }
-
     # -- the run's end -------------------------------------------------------------------------
 
     async def _final_status(
         self, run_id: int, status: str, metrics: dict[str, Any], executed: str | None = None
     ) -> None:
         """Write a run's final status, trying again until it lands: a run never stays running."""
-        await self._until_written(
+        await until_written(
+            self.log,
             functools.partial(
                 self.board.run, run_id, status, metrics=metrics, executed_notebook=executed
-            )
+            ),
         )
 
     def _ending(
@@ -793,15 +441,15 @@ class KernelEngine(LoggingConfigurable):
                 continue
             if state is culprit:
                 message = reason or "the block did not finish"
-                logs = self._take_log(state) + f"\n{message}\n"
+                logs = self.logs.take(state) + f"\n{message}\n"
                 error = {"type": "RunError", "message": message}
                 changes.append((state.block_run_id, "failed", logs, {"metrics": {"error": error}}))
                 state.status = "failed"
             else:
-                changes.append((state.block_run_id, "cancelled", self._take_log(state), {}))
+                changes.append((state.block_run_id, "cancelled", self.logs.take(state), {}))
                 state.status = "cancelled"
         if changes:
-            await self._until_written(self.board.blocks, changes)
+            await until_written(self.log, self.board.blocks, changes)
 
         run_metrics: dict[str, Any] = {
             "blocks": {uuid: s.status for uuid, s in states.items()},
@@ -815,46 +463,14 @@ class KernelEngine(LoggingConfigurable):
         executed = None
         try:
             executed = await asyncio.to_thread(
-                self._write_executed_notebook, plan, pipeline, states, status
+                write_executed_notebook,
+                self.runs_path,
+                self.repository.root,
+                plan,
+                pipeline,
+                states,
+                status,
             )
         except Exception as exc:
             self.log.warning("run %s: executed notebook not written: %s", plan["id"], exc)
         await self._final_status(plan["id"], status, run_metrics, executed)
-
-    def _write_executed_notebook(
-        self, plan: dict[str, Any], pipeline: Pipeline, states: dict[str, BlockState], status: str
-    ) -> str:
-        nb = copy.deepcopy(pipeline.notebook)
-        by_index = {b.cell_index: b.uuid for b in pipeline.blocks}
-        for index, cell in enumerate(nb.cells):
-            if cell.get("cell_type") != "code":
-                continue
-            cell["execution_count"] = None
-            state = states.get(by_index.get(index, ""))
-            cell["outputs"] = state.cell_outputs if state else []
-            if state:
-                cell.setdefault("metadata", {})["mage"] = {"status": state.status}
-        shown = {
-            "variables": merge_variables(
-                pipeline.variables,
-                plan["trigger_variables"],
-                plan["variables"],
-                plan["event_variables"] or {},
-            ),
-            "execution_date": plan["execution_date"],
-            "pipeline_run_id": plan["id"],
-            "trigger_name": plan["pipeline_schedule_name"],
-        }
-        header = (
-            f"**Run {plan['id']}** of pipeline `{pipeline.uuid}`: **{status}**\n\n"
-            f"kwargs of this run:\n\n```json\n{json.dumps(shown, indent=2, default=str)}\n```"
-        )
-        nb.cells.insert(0, nbformat.v4.new_markdown_cell(header))
-        target = self.runs_path / pipeline.uuid / f"run_{plan['id']}.ipynb"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # The copy came from a valid notebook: plain JSON, skipping nbformat's slow validation.
-        target.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
-        try:
-            return target.relative_to(self.repository.root).as_posix()
-        except ValueError:
-            return str(target)

@@ -10,7 +10,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from jupyter_mage.pipeline import PipelineNotFound, PipelineRepository, parse_notebook
 
-from .conftest import block_cell, write_pipeline
+from ..conftest import block_cell, write_pipeline
 
 
 def _parse(*cells: object, variables: object = None) -> object:

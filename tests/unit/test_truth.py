@@ -6,12 +6,14 @@ No server, no kernel: the pieces are plain functions and objects. The fault test
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import pytest
 
 from jupyter_mage import runtime
-from jupyter_mage.engine import KernelReport
+from jupyter_mage.run_messages import BlockLogs, BlockState, KernelReport, RunMessages
 from jupyter_mage.runtime import Reporter, bounded_repr, cut_text, summarize
 
 
@@ -96,3 +98,52 @@ def test_the_reporter_bounds_a_block_and_numbers_every_event(monkeypatch: Any) -
         ("b", [["stdout", "between"]]),
     ]
     assert sent[-1] == {"event": "run_finished", "seq": len(sent)}
+
+
+def _event(seq: int, kind: str, **data: Any) -> dict[str, Any]:
+    content = {"data": {runtime.EVENT_MIME: {"event": kind, "seq": seq, **data}}}
+    return {"msg_type": "display_data", "content": content}
+
+
+def _stream(text: str, name: str = "stdout") -> dict[str, Any]:
+    return {"msg_type": "stream", "content": {"name": name, "text": text}}
+
+
+async def test_messages_reach_their_block_and_are_counted() -> None:
+    states = {"a": BlockState(1, "initial"), "b": BlockState(2, "initial")}
+    events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    logs = BlockLogs(log_chars=100, cell_output_bytes=1000, error_chars=100)
+    messages = RunMessages(7, logs, states, events, logging.getLogger("test"))
+    for msg in [
+        _event(1, "block_started", block="a"),
+        _event(2, "output", block="a", parts=[["stdout", "one\n"], ["stderr", "two\n"]]),
+        _stream("from a descriptor\n"),
+        _event(3, "block_finished", block="a", status="completed"),
+        _stream("nobody's\n"),  # between blocks: no block's log
+        _event(4, "block_started", block="b"),
+        {"msg_type": "display_data", "content": {"data": {"text/plain": "table"}, "metadata": {}}},
+        _event(5, "block_finished", block="b", status="completed"),
+        _event(6, "run_finished", ending="finished", error=None, log=""),
+        {"msg_type": "display_data", "content": {"data": {runtime.EVENT_MIME: "junk"}}},
+    ]:
+        messages(msg)
+    assert messages.finished.is_set()
+    assert messages.report.events == 6 and messages.report.problem() is None
+    assert "".join(states["a"].log) == "one\ntwo\nfrom a descriptor\n"
+    assert "".join(states["b"].log) == "table\n"
+    kinds = []
+    while not events.empty():
+        item = events.get_nowait()
+        assert item is not None
+        kinds.append(item["event"])
+    expected = ["block_started", "output", "block_finished", "block_started", "block_finished"]
+    assert kinds == [*expected, "run_finished"]
+
+
+async def test_a_lost_event_is_noticed() -> None:
+    events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    logs = BlockLogs(log_chars=100, cell_output_bytes=1000, error_chars=100)
+    messages = RunMessages(7, logs, {"a": BlockState(1, "initial")}, events, logging.getLogger("t"))
+    messages(_event(1, "block_started", block="a"))
+    messages(_event(3, "run_finished", ending="finished", error=None, log=""))  # 2 was dropped
+    assert messages.report.problem() == "1 of 3 messages from the kernel were lost"

@@ -1,0 +1,144 @@
+"""Recording a run: its block events written in the order the kernel sent them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nbformat
+
+from .run_messages import ActiveRun, BlockChange, BlockLogs, BlockState
+from .state import StatusBoard
+
+
+async def until_written(log: logging.Logger, write: Any, *args: Any) -> Any:
+    """``await write(*args)``, tried again (backing off to 5 s) until it succeeds.
+
+    For the engine's own writes (block events, final statuses): a run must never be left
+    behind its real state because the database refused a write once.
+    """
+    delay = 0.1
+    while True:
+        try:
+            return await write(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("jupyter-mage: write failed (%s); trying again", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class RunRecorder:
+    """Turns a run's events into block-run writes, a batch per transaction.
+
+    Parameters
+    ----------
+    board
+        Where statuses change.
+    logs
+        The bounds of what blocks print.
+    log
+        The engine's logger.
+    """
+
+    def __init__(self, board: StatusBoard, logs: BlockLogs, log: logging.Logger) -> None:
+        self.board = board
+        self.logs = logs
+        self.log = log
+
+    async def record(
+        self,
+        events: asyncio.Queue[dict[str, Any] | None],
+        states: dict[str, BlockState],
+        active: ActiveRun,
+    ) -> None:
+        """Write block events in the order the kernel sent them, a batch per transaction.
+
+        A write that fails (the database locked by another process, full, gone) is tried again
+        until it lands: a block's recorded status is never left behind its real one.
+        """
+        finished = False
+        while not finished:
+            batch = [await events.get()]
+            while not events.empty():
+                batch.append(events.get_nowait())
+            changes: list[BlockChange] = []
+            targets: list[tuple[BlockState, str | None]] = []
+            for event in batch:
+                if event is None:
+                    finished = True
+                    break
+                state = states.get(event.get("block") or "")
+                if state is None:
+                    continue
+                kind = event["event"]
+                if kind == "block_started":
+                    state.started = True
+                    values = {"started_at": event["received_at"]}
+                    changes.append((state.block_run_id, "running", "", values))
+                    targets.append((state, "running"))
+                elif kind == "block_finished":
+                    state.reported = True
+                    status, logs, values = self.finished_change(state, event, active)
+                    values["completed_at"] = event["received_at"]
+                    changes.append((state.block_run_id, status, logs, values))
+                    targets.append((state, status))
+            # Live logs: what running blocks printed so far (a finished block's went with it).
+            for state in states.values():
+                if state.log and state.started and not state.reported:
+                    changes.append((state.block_run_id, None, self.logs.take(state), {}))
+                    targets.append((state, None))
+            if not changes:
+                continue
+            applied = await until_written(self.log, self.board.blocks, changes)
+            for (state, moved_to), ok in zip(targets, applied, strict=True):
+                if ok and moved_to is not None:
+                    state.status = moved_to
+
+    def finished_change(
+        self, state: BlockState, event: dict[str, Any], active: ActiveRun
+    ) -> tuple[str, str, dict[str, Any]]:
+        """Status, log text and columns of a ``block_finished`` event."""
+        status = event["status"]
+        error = event.get("error") or {}
+        if status == "failed" and error.get("type") == "KeyboardInterrupt":
+            # The interrupt of a cancel ends the block cancelled; a run timeout's, failed with
+            # the timeout as its error. A KeyboardInterrupt the block raised itself stays one.
+            if active.cancel_requested:
+                status = "cancelled"
+            elif active.timeout_status is not None and active.failure:
+                error = {"type": "RunTimeout", "message": active.failure, "traceback": ""}
+        values: dict[str, Any] = {}
+        metrics: dict[str, Any] = {}
+        for key in ("seconds", "attempts"):
+            if key in event:
+                metrics[key] = event[key]
+        if event.get("log"):  # printed while no block was running (conditions, callbacks)
+            self.logs.add_output(state, "stdout", str(event["log"]))
+        dropped = event.get("dropped_chars") or 0
+        if dropped:
+            note = (
+                f"\n[{dropped} more characters of output not kept: "
+                f"the limit is {self.logs.log_chars} per block]\n"
+            )
+            state.log.append(note)
+            state.cell_outputs.append(nbformat.v4.new_output("stream", name="stderr", text=note))
+        if status == "failed":
+            error = self.logs.bounded_error(error)
+            metrics["error"] = error
+            self.logs.append_log(state, error.get("traceback", ""))
+            state.cell_outputs.append(
+                nbformat.v4.new_output(
+                    "error",
+                    ename=error.get("type", "Error"),
+                    evalue=error.get("message", ""),
+                    traceback=error.get("traceback", "").splitlines(),
+                )
+            )
+        if status == "completed":
+            values["outputs"] = event.get("outputs", [])
+        if metrics:
+            values["metrics"] = metrics
+        return status, self.logs.take(state), values
