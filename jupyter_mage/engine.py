@@ -62,6 +62,14 @@ class KernelEngine(LoggingConfigurable):
         ),
     ).tag(config=True)
 
+    max_summary_chars = Int(
+        runtime.TEXT_LIMIT,
+        help=(
+            "Characters of an output's repr kept in its summary; made without building the full "
+            "repr of a large value (strings and bytes are cut first, containers show 20 items)."
+        ),
+    ).tag(config=True)
+
     max_cell_output_bytes = Int(
         5 * 1024 * 1024,
         help=(
@@ -362,7 +370,11 @@ class KernelEngine(LoggingConfigurable):
                 event_variables=event_variables,
             ),
             "allow_blocks_to_fail": bool(plan["trigger_settings"].get("allow_blocks_to_fail")),
-            "limits": {"log_chars": self.max_log_chars, "error_chars": self.max_error_chars},
+            "limits": {
+                "log_chars": self.max_log_chars,
+                "error_chars": self.max_error_chars,
+                "summary_chars": self.max_summary_chars,
+            },
             "blocks": [
                 {
                     "uuid": b.uuid,

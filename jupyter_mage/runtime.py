@@ -216,7 +216,7 @@ def _jsonable(value: Any) -> Any:
     return bounded_repr(value, 200)
 
 
-def summarize(value: Any, index: int = 0) -> dict[str, Any]:
+def summarize(value: Any, index: int = 0, limit: int = TEXT_LIMIT) -> dict[str, Any]:
     """A small JSON summary of one output: type, shape or length, a sample and a short repr.
 
     Never raises, whatever the value does in its ``__getattr__``, ``__len__`` or ``__repr__``:
@@ -230,13 +230,13 @@ def summarize(value: Any, index: int = 0) -> dict[str, Any]:
         else f"{kind.__module__}.{kind.__name__}",
     }
     try:
-        _describe(value, summary)
+        _describe(value, summary, limit)
     except Exception as exc:
         summary["text_data"] = f"<no summary: {type(exc).__name__}>"
     return summary
 
 
-def _describe(value: Any, summary: dict[str, Any]) -> None:
+def _describe(value: Any, summary: dict[str, Any], limit: int) -> None:
     shape = _attribute(value, "shape")
     if isinstance(shape, tuple) and all(isinstance(n, int) for n in shape):
         summary["shape"] = list(shape)
@@ -263,7 +263,7 @@ def _describe(value: Any, summary: dict[str, Any]) -> None:
             "columns": names,
             "rows": [[_jsonable(row.get(n)) for n in names] for row in value[:SAMPLE_ROWS]],
         }
-    summary["text_data"] = bounded_repr(value)
+    summary["text_data"] = bounded_repr(value, limit)
 
 
 # -- calling blocks --------------------------------------------------------------------------
@@ -857,6 +857,7 @@ class _PipelineRun:
         self.blocks: list[dict[str, Any]] = plan["blocks"]
         limits = plan.get("limits") or {}
         self.error_limit = int(limits.get("error_chars", ERROR_LIMIT))
+        self.summary_limit = int(limits.get("summary_chars", TEXT_LIMIT))
         self.reporter = Reporter(int(limits.get("log_chars", LOG_LIMIT)))
         self.values: dict[str, Any] = {}
         self.status: dict[str, str] = {}
@@ -948,7 +949,7 @@ class _PipelineRun:
             return None
         self.values[uuid] = as_input(outputs)
         self._callbacks(block, "success", [self.values[uuid]], kwargs)
-        summaries = [summarize(v, i) for i, v in enumerate(outputs)]
+        summaries = [summarize(v, i, self.summary_limit) for i, v in enumerate(outputs)]
         return self._finish(
             uuid,
             "completed",

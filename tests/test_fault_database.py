@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -221,3 +222,8 @@ async def test_a_read_only_database_loads_the_extension_and_answers_503(
     assert code == 503 and headers["Retry-After"] == "5"
     assert body["error"]["type"] == "database_unavailable"
     assert "read" in body["error"]["message"] or "open" in body["error"]["message"]
+
+
+async def test_the_database_file_is_private_to_its_owner(jp_serverapp: Any) -> None:
+    # It holds every trigger's token.
+    assert stat.S_IMODE(db_path(jp_serverapp).stat().st_mode) == 0o600

@@ -259,3 +259,15 @@ async def test_run_kernels_do_not_get_the_servers_token(
         block_run = str(run["block_runs"][0]["id"])
         outputs = await mage.call("GET", "api", "block_runs", block_run, "outputs")
         assert outputs["outputs"] == []  # None: no output, the variable is not there
+
+
+async def test_the_summary_bound_is_a_setting(
+    jp_root_dir: Path, mage: MageClient, jp_serverapp: Any
+) -> None:
+    [app] = jp_serverapp.extension_manager.extension_apps["jupyter_mage"]
+    app.engine.max_summary_chars = 50
+    long_text = block_cell("@data_loader\ndef text():\n    return 'w' * 10_000\n", "data_loader")
+    run = await run_pipeline(mage, jp_root_dir, "long_text", [long_text])
+    block_run = str(run["block_runs"][0]["id"])
+    [summary] = (await mage.call("GET", "api", "block_runs", block_run, "outputs"))["outputs"]
+    assert summary["length"] == 10_000 and summary["text_data"] == "'" + "w" * 49 + "…"
