@@ -18,6 +18,7 @@ from .engine import KernelEngine
 from .handlers import ROUTES
 from .pipeline import PipelineRepository
 from .retention import RetentionPolicy
+from .runs import RunService
 from .state import StatusBoard
 from .storage import DatabaseUnavailable, Store
 
@@ -138,6 +139,9 @@ class MageApp(ExtensionApp):
             max_concurrent_runs=self.max_concurrent_runs,
             poll_interval=self.queue_poll_interval,
             log=self.log,
+        )
+        self.runs = RunService(
+            self.store, self.board, self.dispatcher, self.engine, self.repository
         )
         self.retention = RetentionPolicy(
             parent=self,

@@ -1,11 +1,13 @@
 """Hand runs: run a block cell in JupyterLab and the block runs at once, as in Mage's editor.
 
-The decorators exported by :mod:`jupyter_mage` mark functions exactly as the in-kernel runtime's
-do. In addition, when one of them is applied at the top level of a cell in an IPython kernel
-(the caller's globals are the shell's user namespace) and *not* inside a triggered run (whose
-block namespaces carry :data:`runtime.RUN_NAMESPACE_KEY`), the function is noted as pending. After
-the cell has run (``post_run_cell``, so helpers and ``@test`` functions defined below the main
-function exist, as in Mage), the block runs:
+The decorators exported by :mod:`jupyter_mage` are the runtime's own (:mod:`.runtime`), and
+blocks are called by the runtime's block caller (:func:`runtime.call_block`), as in triggered
+runs. This module adds a decorator hook (:data:`runtime.MARK_HOOKS`): when a decorator is applied
+at the top level of a cell in an IPython kernel (the caller's globals are the shell's user
+namespace) and *not* inside a triggered run (whose block namespaces carry
+:data:`runtime.RUN_NAMESPACE_KEY`), the function is noted as pending. After the cell has run
+(``post_run_cell``, so helpers and ``@test`` functions defined below the main function exist, as
+in Mage), the block runs:
 
 - its **name and upstream blocks** come from the pipeline notebook, read from disk (tags live in
   the saved file): the kernel's notebook is ``JPY_SESSION_NAME`` (set by Jupyter Server for every
@@ -31,9 +33,7 @@ from __future__ import annotations
 
 import html
 import os
-import sys
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -62,9 +62,12 @@ def _shell() -> Any:
     return get_ipython()
 
 
-def _note(fn: Any, frame: FrameType | None) -> None:
-    """Remember ``fn`` for a hand run if it was decorated at the top level of a cell."""
-    caller = frame.f_globals if frame is not None else {}
+def _note(fn: Any, frame: FrameType) -> None:
+    """Remember ``fn`` for a hand run if it was decorated at the top level of a cell.
+
+    A hook of every decorator (:data:`runtime.MARK_HOOKS`); ``frame`` applied the decorator.
+    """
+    caller = frame.f_globals
     if caller.get(runtime.RUN_NAMESPACE_KEY) is not None:  # inside a triggered run
         return
     shell = _shell()
@@ -73,55 +76,21 @@ def _note(fn: Any, frame: FrameType | None) -> None:
     HandRunner.of(shell).pending.append(fn)
 
 
-def _hand_marker(kind: str) -> Callable[[Any], Any]:
-    def decorate(fn: Any) -> Any:
-        runtime.mark(fn, kind)
-        _note(fn, sys._getframe(1))
-        return fn
+if _note not in runtime.MARK_HOOKS:
+    runtime.MARK_HOOKS.append(_note)
 
-    decorate.__name__ = decorate.__qualname__ = kind
-    decorate.__doc__ = f"Mark a ``@{kind}`` function (and hand-run it in a notebook)."
-    return decorate
-
-
-data_loader = _hand_marker("data_loader")
-transformer = _hand_marker("transformer")
-data_exporter = _hand_marker("data_exporter")
-custom = _hand_marker("custom")
-sensor = _hand_marker("sensor")
-test = _hand_marker("test")
-condition = _hand_marker("condition")
-
-
-def callback(*args: Any) -> Any:
-    """Mage's ``@callback`` (on success), ``@callback('success' | 'failure' | 'cancelled')``."""
-    if len(args) == 1 and callable(args[0]):
-        _note(args[0], sys._getframe(1))
-        return runtime.mark(args[0], "callback", ("success",))
-    statuses = runtime._callback_statuses(args)
-
-    def decorate(fn: Any) -> Any:
-        _note(fn, sys._getframe(1))
-        return runtime.mark(fn, "callback", statuses)
-
-    return decorate
-
-
-def on_success(fn: Any) -> Any:
-    """Mage's legacy spelling of ``@callback('success')``."""
-    _note(fn, sys._getframe(1))
-    return runtime.mark(fn, "callback", ("success",))
-
-
-def on_failure(fn: Any) -> Any:
-    """Mage's legacy spelling of ``@callback('failure')``."""
-    _note(fn, sys._getframe(1))
-    return runtime.mark(fn, "callback", ("failure",))
-
-
-DECORATORS: dict[str, Callable[..., Any]] = {
-    name: globals()[name] for name in runtime.DECORATOR_NAMES
-}
+# The runtime's decorators: they mark the function, then call _note.
+data_loader = runtime.data_loader
+transformer = runtime.transformer
+data_exporter = runtime.data_exporter
+custom = runtime.custom
+sensor = runtime.sensor
+test = runtime.test
+condition = runtime.condition
+callback = runtime.callback
+on_success = runtime.on_success
+on_failure = runtime.on_failure
+DECORATORS = runtime.DECORATORS
 
 
 class HandRunner:
@@ -223,26 +192,16 @@ class HandRunner:
             )
         args = [self.outputs[u] for u in upstream]
         kwargs = self.kwargs(pipeline, uuid)
+        settings = pipeline.sensor_settings(block) if block is not None else None
         started = time.perf_counter()
-        if kind == "sensor" or (block is not None and block.type == "sensor"):
-            settings = pipeline.sensor_settings(block) if block is not None else {}
-            runtime.poll_sensor(
-                main,
-                args,
-                kwargs,
-                uuid,
-                settings.get("interval", runtime.DEFAULT_SENSOR_INTERVAL),
-                settings.get("timeout", runtime.DEFAULT_SENSOR_TIMEOUT),
-            )
-            outputs: list[Any] = []
-        else:
-            runtime.check_arity(main, len(args), uuid, kind)
-            outputs = runtime.as_outputs(runtime.call_with_kwargs(main, args, kwargs))
-        # Kept before the tests run, as Mage's editor keeps a block's output when a test fails.
-        self.outputs[uuid] = runtime.as_input(outputs)
-        _display_summary(uuid, outputs, time.perf_counter() - started)
-        runtime.run_tests(found.tests, outputs, kwargs, uuid)
-        return outputs
+
+        def keep(outputs: list[Any]) -> None:
+            # Kept before the tests run, as Mage's editor keeps a block's output when a test fails.
+            self.outputs[uuid] = runtime.as_input(outputs)
+            _display_summary(uuid, outputs, time.perf_counter() - started)
+
+        block_type = block.type if block is not None else "custom"
+        return runtime.call_block(found, args, kwargs, uuid, block_type, settings, keep)
 
     def _describe_addon(self, found: runtime.BlockFunctions, result: Any) -> None:
         """A conditional or callback cell: evaluate conditions now if the inputs are there."""

@@ -64,12 +64,29 @@ def mark(fn: Any, kind: str, statuses: tuple[str, ...] = ()) -> Any:
     return fn
 
 
+#: Called as ``hook(fn, frame)`` by every decorator after marking, ``frame`` being the frame that
+#: applied the decorator. Hand runs (:mod:`jupyter_mage.handrun`) note functions decorated at the
+#: top level of a notebook cell here; the kernel-private copy of the runtime has no hooks.
+MARK_HOOKS: list[Callable[[Any, types.FrameType], None]] = []
+
+
+def _decorated(fn: Any, kind: str, statuses: tuple[str, ...] = ()) -> Any:
+    """``mark`` for the decorators below, then the hooks (always called by a decorator)."""
+    mark(fn, kind, statuses)
+    if MARK_HOOKS:
+        frame = sys._getframe(2)  # 0: here, 1: the decorator, 2: the code applying it
+        for hook in MARK_HOOKS:
+            hook(fn, frame)
+    return fn
+
+
 def _marker(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        return mark(fn, kind)  # type: ignore[no-any-return]
+        return _decorated(fn, kind)  # type: ignore[no-any-return]
 
     decorate.__name__ = kind
     decorate.__qualname__ = kind
+    decorate.__doc__ = f"Mage's ``@{kind}``: mark the function (a notebook also hand-runs it)."
     return decorate
 
 
@@ -83,19 +100,23 @@ def _callback_statuses(statuses: tuple[Any, ...]) -> tuple[str, ...]:
 def callback(*args: Any) -> Any:
     """Mage's ``@callback`` (on success), ``@callback('success' | 'failure' | 'cancelled')``."""
     if len(args) == 1 and callable(args[0]):
-        return mark(args[0], "callback", ("success",))
+        return _decorated(args[0], "callback", ("success",))
     statuses = _callback_statuses(args)
-    return lambda fn: mark(fn, "callback", statuses)
+
+    def decorate(fn: Any) -> Any:
+        return _decorated(fn, "callback", statuses)
+
+    return decorate
 
 
 def on_success(fn: Any) -> Any:
     """Mage's legacy spelling of ``@callback('success')``."""
-    return mark(fn, "callback", ("success",))
+    return _decorated(fn, "callback", ("success",))
 
 
 def on_failure(fn: Any) -> Any:
     """Mage's legacy spelling of ``@callback('failure')``."""
-    return mark(fn, "callback", ("failure",))
+    return _decorated(fn, "callback", ("failure",))
 
 
 data_loader = _marker("data_loader")
@@ -106,7 +127,7 @@ sensor = _marker("sensor")
 test = _marker("test")
 condition = _marker("condition")
 
-#: The decorators predefined in a block's namespace (hand runs define their own variants).
+#: The decorators, predefined in a block's namespace (and exported by ``jupyter_mage``).
 DECORATOR_NAMES = (
     "data_loader",
     "transformer",
@@ -505,6 +526,62 @@ def poll_sensor(
         wait = min(interval, remaining)
         print(f"Sensor {uuid} sleeping for {wait:g} seconds...", flush=True)
         time.sleep(wait)
+
+
+def call_block(
+    found: BlockFunctions,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    uuid: str,
+    block_type: str,
+    sensor_settings: dict[str, Any] | None = None,
+    before_tests: Callable[[list[Any]], None] | None = None,
+) -> list[Any]:
+    """Call one block as Mage does, for triggered runs and hand runs alike; its outputs.
+
+    A sensor (marked ``@sensor``, or a block of type ``sensor``) is polled until true and has no
+    output; any other main function is checked against its inputs (:func:`check_arity`) and
+    called ``fn(*args, **kwargs)`` (kwargs only if it takes ``**kwargs``), a tuple being several
+    outputs. Then the ``@test`` functions run with the outputs (:func:`run_tests`). A script
+    block (no main function) has no output and runs no tests: its code already ran.
+
+    Parameters
+    ----------
+    found
+        The block's marked functions.
+    args, kwargs
+        The upstream outputs (one per upstream block) and the block's kwargs.
+    uuid
+        The block's name, in errors and messages.
+    block_type
+        The block's type in the pipeline; the main function's own mark takes precedence.
+    sensor_settings
+        ``interval`` and ``timeout`` of a sensor's polling (seconds); defaults otherwise.
+    before_tests
+        Called with the outputs before the tests run (a hand run keeps and shows them there).
+    """
+    main = found.main
+    if main is None:
+        return []
+    kind = getattr(main, "__mage_block_type__", block_type)
+    if kind == "sensor" or block_type == "sensor":
+        settings = sensor_settings or {}
+        poll_sensor(
+            main,
+            args,
+            kwargs,
+            uuid,
+            float(settings.get("interval", DEFAULT_SENSOR_INTERVAL)),
+            float(settings.get("timeout", DEFAULT_SENSOR_TIMEOUT)),
+        )
+        outputs: list[Any] = []  # as Mage: a sensor has no output
+    else:
+        check_arity(main, len(args), uuid, kind)
+        outputs = as_outputs(call_with_kwargs(main, args, kwargs))
+    if before_tests is not None:
+        before_tests(outputs)
+    run_tests(found.tests, outputs, kwargs, uuid)
+    return outputs
 
 
 class _LogFormatter(logging.Formatter):
@@ -980,28 +1057,8 @@ class _PipelineRun:
         )
 
     def _execute(self, block: dict[str, Any], args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
-        uuid = block["uuid"]
-        found = self._load(block["source"], uuid, kwargs)
-        main = found.main
-        if main is None:  # a script block: its code ran with kwargs in scope, no output
-            return []
-        kind = getattr(main, "__mage_block_type__", block["type"])
-        if kind == "sensor" or block["type"] == "sensor":
-            settings = block.get("sensor") or {}
-            poll_sensor(
-                main,
-                args,
-                kwargs,
-                uuid,
-                float(settings.get("interval", DEFAULT_SENSOR_INTERVAL)),
-                float(settings.get("timeout", DEFAULT_SENSOR_TIMEOUT)),
-            )
-            outputs: list[Any] = []  # as Mage: a sensor has no output
-        else:
-            check_arity(main, len(args), uuid, kind)
-            outputs = as_outputs(call_with_kwargs(main, args, kwargs))
-        run_tests(found.tests, outputs, kwargs, uuid)
-        return outputs
+        found = self._load(block["source"], block["uuid"], kwargs)
+        return call_block(found, args, kwargs, block["uuid"], block["type"], block.get("sensor"))
 
     def _addon_kwargs(self, addon: str, parent: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         return {**kwargs, "block_uuid": addon, "parent_block_uuid": parent}

@@ -1,0 +1,205 @@
+"""The run service: accepting a trigger call, cancelling a run, retrying its blocks.
+
+Handlers parse a request and call this service; it decides and orchestrates (the database,
+the dispatcher's slots, the status board, the engine, the kernel pool) and returns what to
+answer. As jupyter_server's kernel handlers are: handler, manager, answer.
+
+Accepting a trigger call is one database call (``Store.create_run_for_trigger``, group commit):
+the trigger is read there and handed to :func:`admit`, which checks it against the request and
+says what to insert, or refuses by raising :class:`~jupyter_mage.validation.ApiError` before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .dispatcher import Dispatcher
+from .engine import KernelEngine
+from .pipeline import PipelineNotFound, PipelineRepository
+from .state import StatusBoard
+from .storage import RUN_FINISHED, NewRun, Store, utcnow
+from .validation import ApiError
+
+#: A check of the trigger a caller may add (the token routes check the token with it).
+TriggerCheck = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TriggerCall:
+    """One validated trigger request."""
+
+    trigger_id: int
+    variables: dict[str, Any]
+    execution_date: datetime | None
+    event_variables: dict[str, Any]
+    idempotency_key: str | None = None
+    #: Runs before the trigger's status is looked at (a wrong token learns nothing else).
+    check: TriggerCheck | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a trigger call is answered: the run, and the refusal that still shows it, if any
+    (a ``skip`` trigger's run recorded as cancelled: HTTP 409 ``run_skipped``)."""
+
+    run: dict[str, Any]
+    refusal: ApiError | None = None
+
+
+def pipeline_not_found(uuid: str) -> ApiError:
+    """The 404 of a pipeline that is not (or no longer) a notebook with blocks."""
+    return ApiError(404, "not_found", f"pipeline '{uuid[:200]}' not found")
+
+
+def skip_threshold(settings: dict[str, Any]) -> int | None:
+    """Active runs of a trigger at which a new run is skipped (None: never skipped)."""
+    if settings.get("skip_if_previous_running"):
+        return 1
+    if settings.get("pipeline_run_limit") and settings.get("pipeline_run_limit_action") == "skip":
+        return int(settings["pipeline_run_limit"])
+    return None
+
+
+def admit(
+    call: TriggerCall,
+    trigger: dict[str, Any] | None,
+    repository: PipelineRepository,
+    start: bool,
+) -> dict[str, Any]:
+    """What to insert for ``call`` on ``trigger`` (``Store.create_run`` arguments), or a refusal.
+
+    Runs in the database thread: no awaiting, only checks and the cached pipeline lookup (one
+    ``stat`` of an unchanged notebook). ``start``: a slot is reserved, so the run may be
+    committed ``running`` at once (a trigger with its own run limit always queues).
+    """
+    if trigger is None:
+        raise ApiError(404, "not_found", f"trigger {call.trigger_id} not found")
+    if call.check is not None:
+        call.check(trigger)
+    if trigger["status"] != "active":
+        raise ApiError(409, "trigger_inactive", f"trigger {trigger['id']} is inactive")
+    try:
+        pipeline = repository.load(trigger["pipeline_uuid"])
+    except PipelineNotFound:
+        raise pipeline_not_found(trigger["pipeline_uuid"]) from None
+    settings = trigger["settings"]
+    return {
+        "values": {
+            "pipeline_schedule_id": trigger["id"],
+            "pipeline_uuid": trigger["pipeline_uuid"],
+            "execution_date": call.execution_date or utcnow(),
+            "variables": call.variables,
+            "event_variables": call.event_variables,
+            "trigger_name": trigger["name"],
+            "trigger_variables": trigger["variables"],
+            "trigger_settings": settings,
+            "idempotency_key": call.idempotency_key,
+        },
+        "skip_if_active": skip_threshold(settings),
+        "block_uuids": [b.uuid for b in pipeline.runnable_blocks()] if pipeline.is_valid else [],
+        "start": start and not settings.get("pipeline_run_limit"),
+    }
+
+
+class RunService:
+    """Accepts, cancels and retries runs."""
+
+    def __init__(
+        self,
+        store: Store,
+        board: StatusBoard,
+        dispatcher: Dispatcher,
+        engine: KernelEngine,
+        repository: PipelineRepository,
+    ) -> None:
+        self.store = store
+        self.board = board
+        self.dispatcher = dispatcher
+        self.engine = engine
+        self.repository = repository
+
+    async def accept(self, call: TriggerCall, wait: float | None = None) -> Answer:
+        """Commit the run of a trigger call, start or queue it, and say what to answer.
+
+        A run that can start now is committed ``running`` and started here, without waiting
+        for the dispatcher's claim. ``wait`` holds the answer until the run ends (or the wait
+        expires) and then answers it as ``GET api/pipeline_runs/{id}`` does.
+        """
+        self.engine.kernels.note_request()  # kernel starts leave a core to the server a moment
+        reserved = self.dispatcher.reserve()
+        new: NewRun | None = None
+        try:
+            new = await self.store.create_run_for_trigger(
+                call.trigger_id,
+                lambda trigger: admit(call, trigger, self.repository, reserved),
+            )
+        finally:
+            if reserved:
+                self.dispatcher.start(new.plan if new is not None else None)
+        run = new.run
+        if new.outcome == "skipped":
+            message = "the trigger's earlier runs are still active; run skipped"
+            return Answer(run, ApiError(409, "run_skipped", message))
+        # Watch before anything else can run on the loop, so the final event cannot be missed.
+        finished = self.board.watch(run["id"]) if wait else None
+        if new.outcome == "created":
+            self.dispatcher.wake()
+        if finished is not None:
+            run = await self._wait(run, new.outcome == "existing", finished, wait)
+        return Answer(run)
+
+    async def _wait(
+        self,
+        run: dict[str, Any],
+        existing: bool,
+        finished: asyncio.Future[dict[str, Any]],
+        wait: float | None,
+    ) -> dict[str, Any]:
+        try:
+            if existing:  # it may have ended before we started watching
+                run = await self.store.get_run(run["id"]) or run
+            if run["status"] not in RUN_FINISHED:
+                # The final run, block runs included, read as its status was written.
+                run = await asyncio.wait_for(asyncio.shield(finished), wait)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self.board.unwatch(run["id"], finished)
+        if "block_runs" not in run:  # still running, or ended before the watch
+            run = await self.store.get_run(run["id"], with_blocks=True) or run
+        return run
+
+    async def cancel(self, run: dict[str, Any]) -> None:
+        """Cancel a queued or running run; for a running one, wait (bounded) for its end."""
+        if run["status"] in RUN_FINISHED:
+            raise ApiError(409, "run_finished", f"run {run['id']} is already {run['status']}")
+        finished = self.board.watch(run["id"])
+        try:
+            if await self.engine.cancel(run["id"]):
+                # Answer with the final state: wait (bounded) for the engine to record it.
+                try:
+                    await asyncio.wait_for(asyncio.shield(finished), self.engine.cancel_grace + 5)
+                except asyncio.TimeoutError:
+                    pass
+                return
+        finally:
+            self.board.unwatch(run["id"], finished)
+        # Queued, or running on no engine of this server: cancel the row directly.
+        await self.board.run(run["id"], "cancelled")
+
+    async def retry(self, run: dict[str, Any]) -> None:
+        """Put a failed or cancelled run back in the queue; its unfinished blocks run again."""
+        if run["status"] not in ("failed", "cancelled"):
+            raise ApiError(
+                409,
+                "run_not_retryable",
+                f"run is {run['status']}; only failed or cancelled runs retry",
+            )
+        if await self.board.run(run["id"], "initial") is None:
+            raise ApiError(409, "conflict", "the run changed status; try again")
+        self.dispatcher.wake()
