@@ -9,43 +9,70 @@ from typing import Any
 
 from . import runtime
 
-RUNTIME_SOURCE = Path(runtime.__file__).read_text(encoding="utf-8")
-RUNTIME_DIGEST = hashlib.sha256(RUNTIME_SOURCE.encode()).hexdigest()[:16]
+#: The run-time's sources as ``(piece, source)`` pairs, in the order the kernel executes them:
+#: the pieces in dependency order, then the package's own ``__init__`` (see :mod:`.runtime`).
+RUNTIME_SOURCES: tuple[tuple[str, str], ...] = tuple(
+    (name, (Path(runtime.__file__).parent / f"{name}.py").read_text(encoding="utf-8"))
+    for name in (*runtime.PIECES, "__init__")
+)
+RUNTIME_DIGEST = hashlib.sha256(json.dumps(RUNTIME_SOURCES).encode()).hexdigest()[:16]
 
-# Loads the runtime as a private module (once per kernel: warm kernels have it preloaded), then
-# runs the plan. Every argument is a string literal made with repr().
+# Loads the run-time as a private package (once per kernel: warm kernels have it preloaded), then
+# runs the plan. Every argument is a literal made with repr(). The package and its pieces are in
+# sys.modules before the pieces run, so that their relative imports (from .calls import ...) find
+# the pieces executed before them; a failed load leaves none of them behind.
 _BOOTSTRAP = """\
-def __jupyter_mage_bootstrap(source, digest, plan, cwd):
+def __jupyter_mage_bootstrap(sources, digest, plan, cwd):
     import os, sys, types
-    module = sys.modules.get('_jupyter_mage_runtime')
-    if getattr(module, '__digest__', None) != digest:
-        if source is None:
+    package = sys.modules.get('_jupyter_mage_runtime')
+    if getattr(package, '__digest__', None) != digest:
+        if sources is None:
             raise RuntimeError('jupyter-mage: the warm kernel lost its run-time')
-        module = types.ModuleType('_jupyter_mage_runtime')
-        exec(compile(source, '<jupyter-mage runtime>', 'exec'), module.__dict__)
-        module.__digest__ = digest
-        module.__home__ = os.getcwd()
-        sys.modules['_jupyter_mage_runtime'] = module
+        package = types.ModuleType('_jupyter_mage_runtime')
+        package.__path__ = []
+        package.__package__ = '_jupyter_mage_runtime'
+        names = [n for n in sys.modules if n.startswith('_jupyter_mage_runtime.')]
+        for name in names:
+            del sys.modules[name]
+        sys.modules['_jupyter_mage_runtime'] = package
+        try:
+            for name, source in sources:
+                if name == '__init__':
+                    module = package
+                else:
+                    module = types.ModuleType('_jupyter_mage_runtime.' + name)
+                    module.__package__ = '_jupyter_mage_runtime'
+                    sys.modules[module.__name__] = module
+                    setattr(package, name, module)
+                filename = '<jupyter-mage runtime/' + name + '.py>'
+                exec(compile(source, filename, 'exec'), module.__dict__)
+        except BaseException:
+            for name in [n for n in sys.modules if n.startswith('_jupyter_mage_runtime')]:
+                del sys.modules[name]
+            raise
+        package.__digest__ = digest
+        package.__home__ = os.getcwd()
     if plan is not None:
         if cwd:
             os.chdir(cwd)
-        module.run_pipeline(plan)
+        package.run_pipeline(plan)
 try:
-    __jupyter_mage_bootstrap({source!r}, {digest!r}, {plan!r}, {cwd!r})
+    __jupyter_mage_bootstrap({sources!r}, {digest!r}, {plan!r}, {cwd!r})
 finally:
     del __jupyter_mage_bootstrap
 """
 
 
 def kernel_code(payload: dict[str, Any] | None, cwd: str = "", preloaded: bool = False) -> str:
-    """The execute request of a run: the runtime's source and the plan, both as string literals.
+    """The execute request of a run: the runtime's sources and the plan, all as literals.
 
     Nothing from the request is spliced into code: the plan is JSON text inside a Python string
     literal (``repr`` of a ``str`` is always a valid, inert literal) and is decoded by
     ``json.loads`` inside the kernel. ``cwd`` (the notebook's folder, relative to the root dir
-    where kernels start) is a literal too. ``payload=None`` only loads the runtime (warm-up);
-    ``preloaded`` leaves the runtime's 30 kB source out (a warm kernel has it already).
+    where kernels start) is a literal too, and so are the runtime's sources (a tuple of pairs of
+    strings). ``payload=None`` only loads the runtime (warm-up); ``preloaded`` leaves the
+    runtime's 50 kB of source out (a warm kernel has it already).
     """
     plan = None if payload is None else json.dumps(payload, allow_nan=False)
-    source = None if preloaded else RUNTIME_SOURCE
-    return _BOOTSTRAP.format(source=source, digest=RUNTIME_DIGEST, plan=plan, cwd=cwd)
+    sources = None if preloaded else RUNTIME_SOURCES
+    return _BOOTSTRAP.format(sources=sources, digest=RUNTIME_DIGEST, plan=plan, cwd=cwd)

@@ -13,6 +13,7 @@ code runs on a Kernel/Enterprise Gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ class KernelEngine(LoggingConfigurable):
             session_manager=session_manager,
         )
         self._active: dict[int, ActiveRun] = {}
+        self._idle = asyncio.Event()  # set while no run is active
+        self._idle.set()
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -137,10 +140,13 @@ class KernelEngine(LoggingConfigurable):
         """
         active = ActiveRun(plan["id"])
         self._active[active.run_id] = active
+        self._idle.clear()
         try:
             await self._execute(plan, active)
         finally:
             self._active.pop(active.run_id, None)
+            if not self._active:
+                self._idle.set()
 
     async def cancel(self, run_id: int) -> bool:
         """Ask a running run to stop: interrupt its kernel, kill it after a grace period.
@@ -162,10 +168,9 @@ class KernelEngine(LoggingConfigurable):
             active.failure = "the server stopped during the run"
             if active.execute_task is not None:
                 active.execute_task.cancel()
-        for _ in range(100):  # the stopped runs record their end and release their kernels
-            if not self._active:
-                break
-            await asyncio.sleep(0.1)
+        if self._active:  # the stopped runs record their end and release their kernels
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), 10)
         if self._background:
             await asyncio.wait(self._background, timeout=10)
         await self.kernels.stop()

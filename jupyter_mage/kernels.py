@@ -135,6 +135,7 @@ class KernelPool:
         # while trigger calls arrive, so a burst of runs does not slow the answers to them.
         self._cores = max(1, min(4, os.cpu_count() or 1))
         self._starts = 0
+        self._slots = asyncio.Condition()
         self._calls_until = 0.0
         self._stopped = False
         #: Set when the server stops: no more refills or reuse, released kernels shut down.
@@ -215,17 +216,24 @@ class KernelPool:
 
     @contextlib.asynccontextmanager
     async def _start_slot(self) -> AsyncIterator[None]:
+        """One of the kernel starts allowed at once: woken when a start ends, or when the
+        window after the last trigger call closes."""
         loop = asyncio.get_running_loop()
-        while True:
-            busy = self._cores > 1 and loop.time() < self._calls_until
-            if self._starts < self._cores - busy:
-                break
-            await asyncio.sleep(READY_POLL)
-        self._starts += 1
+        async with self._slots:
+            while True:
+                busy = self._cores > 1 and loop.time() < self._calls_until
+                if self._starts < self._cores - busy:
+                    break
+                window = self._calls_until - loop.time() if busy else None
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._slots.wait(), window)
+            self._starts += 1
         try:
             yield
         finally:
-            self._starts -= 1
+            async with self._slots:
+                self._starts -= 1
+                self._slots.notify_all()
 
     async def _start_once(self, kernel_name: str) -> KernelHandle:
         async with self._start_slot():
@@ -325,23 +333,24 @@ class KernelPool:
             await self.discard(oldest)
 
     async def discard(self, handle: KernelHandle) -> None:
-        """Close a kernel's channels and shut it down (and its naming session)."""
+        """Close a kernel's channels and shut it down, with its naming session.
+
+        A named kernel goes through the session manager's public ``delete_session``, which
+        shuts the kernel down and removes the session (a kernel already gone: the manager
+        drops the stale session itself).
+        """
         try:
             handle.client.stop_channels()
         finally:
-            await self.shutdown(handle.kernel_id)
+            deleted = False
             if handle.session_id is not None:
-                self._forget_session(handle.session_id)
-
-    def _forget_session(self, session_id: str) -> None:
-        # The row only (the kernel is gone): the server would otherwise drop it on its next
-        # listing, warning that the kernel "died unexpectedly".
-        try:
-            self.session_manager.cursor.execute(
-                "DELETE FROM session WHERE session_id=?", (session_id,)
-            )
-        except Exception as exc:  # the server may be closing its session database
-            self.log.debug("session %s: %s", session_id, exc)
+                try:
+                    await self.session_manager.delete_session(handle.session_id)
+                    deleted = True
+                except Exception as exc:
+                    self.log.debug("session %s: %s", handle.session_id, exc)
+            if not deleted:  # unnamed, or the session could not be deleted
+                await self.shutdown(handle.kernel_id)
 
     async def shutdown(self, kernel_id: str) -> None:
         """Shut a kernel down now; a kernel already gone is fine."""
