@@ -35,7 +35,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from typing import Any
 
 import httpx
 import nbformat
+from processes import die_with_parent, free_port, kill_exact, rss_bytes, tree_below, tree_ticks
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_UUID = "bench"
@@ -163,49 +163,6 @@ def floor_code(variables: dict[str, Any]) -> str:
 # -- processes: CPU quiet detection, RSS, cleanup ----------------------------------------------
 
 
-def _proc_stat(pid: int) -> tuple[int, int, int] | None:
-    """(ppid, utime+stime ticks, start time) of a process, or None when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[19])
-
-
-def _proc_table() -> dict[int, tuple[int, int, int]]:
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            stat = _proc_stat(int(name))
-            if stat is not None:
-                table[int(name)] = stat
-    return table
-
-
-def descendants(root: int, table: dict[int, tuple[int, int, int]] | None = None) -> list[int]:
-    """Every process below ``root``."""
-    table = table if table is not None else _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def tree_ticks(roots: Sequence[int]) -> int:
-    """CPU ticks used so far by ``roots`` and everything below them (live processes only)."""
-    table = _proc_table()
-    pids = set(roots)
-    for root in roots:
-        pids.update(descendants(root, table))
-    return sum(table[p][1] for p in pids if p in table)
-
-
 async def settle(roots: Sequence[int], timeout: float = 8.0, window: float = 0.1) -> bool:
     """Wait until the processes under ``roots`` are idle (at most one tick used in a window).
 
@@ -221,38 +178,6 @@ async def settle(roots: Sequence[int], timeout: float = 8.0, window: float = 0.1
             return True
         previous = current
     return False
-
-
-def rss_bytes(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process, in bytes."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
-
-
-def _kill_exact(pid: int, start_time: int, sig: int) -> None:
-    """Signal a process we recorded, unless its pid now belongs to another process."""
-    stat = _proc_stat(pid)
-    if stat is not None and stat[2] == start_time:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when this benchmark dies (Linux), even by SIGKILL."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_env() -> dict[str, str]:
@@ -359,7 +284,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # our Ctrl-C is handled by stop(), not by the server
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
             )
 
     def describe(self) -> list[str]:
@@ -410,8 +335,7 @@ class Server:
                 await self.client.aclose()
         if self.proc is None or self.proc.poll() is not None:
             return
-        table = _proc_table()
-        below = [(pid, table[pid][2]) for pid in descendants(self.proc.pid, table)]
+        below = tree_below(self.proc.pid)
         self.proc.send_signal(signal.SIGTERM)  # the server shuts its kernels down
         try:
             await asyncio.to_thread(self.proc.wait, 15)
@@ -419,7 +343,7 @@ class Server:
             self.proc.kill()
             await asyncio.to_thread(self.proc.wait)
         for pid, start in below:  # kernels a dying server could not stop
-            _kill_exact(pid, start, signal.SIGKILL)
+            kill_exact(pid, start, signal.SIGKILL)
 
 
 # -- measurements -------------------------------------------------------------------------------
@@ -1318,12 +1242,11 @@ def kill_leftovers(bench: Bench) -> None:
     for server in bench.servers:
         if server.proc is None or server.proc.poll() is not None:
             continue
-        table = _proc_table()
-        below = [(pid, table[pid][2]) for pid in descendants(server.proc.pid, table)]
+        below = tree_below(server.proc.pid)
         server.proc.kill()
         server.proc.wait()
         for pid, start in below:
-            _kill_exact(pid, start, signal.SIGKILL)
+            kill_exact(pid, start, signal.SIGKILL)
     if not bench.opts.keep:
         shutil.rmtree(bench.tmp, ignore_errors=True)
 

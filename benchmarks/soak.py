@@ -51,7 +51,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from processes import die_with_parent, free_port, kill_exact, rss_bytes, tree_below
 
 REPO = Path(__file__).resolve().parents[1]
 FINAL = ("completed", "failed", "cancelled")
@@ -547,68 +547,6 @@ def random_variables(rng: random.Random, kind: Kind) -> dict[str, Any]:
     }
 
 
-# -- processes (the same helpers as run.py, copied to keep this file standalone) -------------------
-
-
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, start time) of a process, or None when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return int(fields[1]), int(fields[19])
-
-
-def descendants(root: int) -> list[tuple[int, int]]:
-    """(pid, start time) of every process below ``root``."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit() and (stat := _proc_stat(int(name))) is not None:
-            table[int(name)] = stat
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append((child, table[child][1]))
-            todo.append(child)
-    return found
-
-
-def kill_exact(pid: int, start_time: int) -> None:
-    """SIGKILL a process we recorded, unless its pid now belongs to another process."""
-    stat = _proc_stat(pid)
-    if stat is not None and stat[1] == start_time:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when this script dies (Linux), even by SIGKILL."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def rss_bytes(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process, in bytes."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # -- HTTP ------------------------------------------------------------------------------------------
 
 
@@ -772,7 +710,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # our Ctrl-C is handled by stop(), not by the server
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
             )
 
     def log_tail(self, lines: int = 40) -> str:
@@ -786,14 +724,14 @@ class Server:
         if not self.alive():
             return
         assert self.proc is not None
-        below = descendants(self.proc.pid)
+        below = tree_below(self.proc.pid)
         self.proc.send_signal(signal.SIGTERM)
         try:
             await asyncio.to_thread(self.proc.wait, 15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             await asyncio.to_thread(self.proc.wait)
-        for pid, start in below + descendants(self.proc.pid):
+        for pid, start in below + tree_below(self.proc.pid):
             kill_exact(pid, start)
 
     def kill(self) -> None:
@@ -801,7 +739,7 @@ class Server:
         if not self.alive():
             return
         assert self.proc is not None
-        below = descendants(self.proc.pid)
+        below = tree_below(self.proc.pid)
         self.proc.kill()
         self.proc.wait()
         for pid, start in below:
