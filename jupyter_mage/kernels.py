@@ -333,24 +333,23 @@ class KernelPool:
             await self.discard(oldest)
 
     async def discard(self, handle: KernelHandle) -> None:
-        """Close a kernel's channels and shut it down, with its naming session.
-
-        A named kernel goes through the session manager's public ``delete_session``, which
-        shuts the kernel down and removes the session (a kernel already gone: the manager
-        drops the stale session itself).
-        """
+        """Close a kernel's channels and shut it down (and its naming session)."""
         try:
             handle.client.stop_channels()
         finally:
-            deleted = False
+            await self.shutdown(handle.kernel_id)
             if handle.session_id is not None:
-                try:
-                    await self.session_manager.delete_session(handle.session_id)
-                    deleted = True
-                except Exception as exc:
-                    self.log.debug("session %s: %s", handle.session_id, exc)
-            if not deleted:  # unnamed, or the session could not be deleted
-                await self.shutdown(handle.kernel_id)
+                self._forget_session(handle.session_id)
+
+    def _forget_session(self, session_id: str) -> None:
+        # The row only (the kernel is gone): the server would otherwise drop it on its next
+        # listing, warning that the kernel "died unexpectedly".
+        try:
+            self.session_manager.cursor.execute(
+                "DELETE FROM session WHERE session_id=?", (session_id,)
+            )
+        except Exception as exc:  # the server may be closing its session database
+            self.log.debug("session %s: %s", session_id, exc)
 
     async def shutdown(self, kernel_id: str) -> None:
         """Shut a kernel down now; a kernel already gone is fine."""
