@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -35,6 +36,8 @@ from sqlalchemy.orm import sessionmaker
 from .schema import MIGRATIONS, SCHEMA, SchemaVersion
 
 T = TypeVar("T")
+P = ParamSpec("P")
+D = TypeVar("D", bound="Database")
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -50,6 +53,36 @@ def unavailable_reason(exc: BaseException) -> str | None:
     if isinstance(exc, OperationalError | InterfaceError) or type(exc) is DatabaseError:
         return str(getattr(exc, "orig", None) or type(exc).__name__).splitlines()[0][:300]
     return None
+
+
+def writes(
+    method: Callable[Concatenate[D, P], T],
+) -> Callable[Concatenate[D, P], Coroutine[Any, Any, T]]:
+    """A store method written as plain synchronous SQL, awaited in the writer thread.
+
+    The one bridge between the event loop and the database: ``await store.method(...)`` runs
+    the body in :class:`Database`'s writer thread, with the checks of :meth:`Database._guarded`
+    (migrated, file still there, driver errors turned into :class:`DatabaseUnavailable`).
+    """
+
+    @functools.wraps(method)
+    async def in_writer_thread(self: D, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._call(functools.partial(method, self, *args, **kwargs))
+
+    return in_writer_thread
+
+
+def reads(
+    method: Callable[Concatenate[D, P], T],
+) -> Callable[Concatenate[D, P], Coroutine[Any, Any, T]]:
+    """As :func:`writes`, for a read-only method: it runs in a reader thread (SQLite's readers
+    never wait behind a writer that waits for the file's lock)."""
+
+    @functools.wraps(method)
+    async def in_reader_thread(self: D, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._read(functools.partial(method, self, *args, **kwargs))
+
+    return in_reader_thread
 
 
 class Database:

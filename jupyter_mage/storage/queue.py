@@ -24,7 +24,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
-from .database import DatabaseUnavailable, unavailable_reason
+from .database import DatabaseUnavailable, unavailable_reason, writes
 from .runs import RunStore
 from .schema import BLOCK_FINISHED, BLOCK_RUNS, RUNS, BlockRun, Run, utcnow
 from .triggers import TriggerStore
@@ -58,7 +58,7 @@ class RunQueue(TriggerStore, RunStore):
 
     # -- runs --------------------------------------------------------------------------------
 
-    async def create_run(
+    def _create_run(
         self,
         values: dict[str, Any],
         skip_if_active: int | None = None,
@@ -71,15 +71,7 @@ class RunQueue(TriggerStore, RunStore):
         (claimed in the same transaction) and its plan is returned for the caller to execute.
         The checks and the inserts happen in one transaction.
         """
-        return await self._call(self._create_run, values, skip_if_active, list(block_uuids), start)
-
-    def _create_run(
-        self,
-        values: dict[str, Any],
-        skip_if_active: int | None,
-        block_uuids: list[str],
-        start: bool,
-    ) -> NewRun:
+        block_uuids = list(block_uuids)
         try:
             with self._sessions.begin() as s:
                 return self._insert_run(s, values, skip_if_active, block_uuids, start)
@@ -93,6 +85,9 @@ class RunQueue(TriggerStore, RunStore):
             if existing is None:
                 raise
             return NewRun(existing, "existing")
+
+    #: :meth:`_create_run` awaited in the writer thread (a trigger call's retry runs it there).
+    create_run = writes(_create_run)
 
     def _insert_run(
         self,
@@ -243,15 +238,13 @@ class RunQueue(TriggerStore, RunStore):
         )
         return run_to_dict(run) if run is not None else None
 
-    async def claim_runs(self, limit: int) -> list[dict[str, Any]]:
+    @writes
+    def claim_runs(self, limit: int) -> list[dict[str, Any]]:
         """Move up to ``limit`` of the oldest ``initial`` runs to ``running``; their plans.
 
         On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED`` so several servers can
         share one queue; SQLite has one writer, so the same statement is already exclusive.
         """
-        return await self._call(self._claim_runs, limit)
-
-    def _claim_runs(self, limit: int) -> list[dict[str, Any]]:
         if limit <= 0:
             return []
         with self._sessions.begin() as s:
@@ -304,7 +297,8 @@ class RunQueue(TriggerStore, RunStore):
             )
             return [self._plan(s, run) for run in claimed]
 
-    async def transition_run(
+    @writes
+    def transition_run(
         self,
         run_id: int,
         allowed_from: Iterable[str],
@@ -316,19 +310,17 @@ class RunQueue(TriggerStore, RunStore):
         Returns the updated run (with its block runs and their outputs if ``with_blocks``), or
         None when the run is missing or in another status.
         """
-        return await self._call(
-            self._transition, Run, run_id, list(allowed_from), values, "", with_blocks
-        )
+        return self._transition(Run, run_id, list(allowed_from), values, "", with_blocks)
 
-    async def transition_block_run(
+    @writes
+    def transition_block_run(
         self, block_run_id: int, allowed_from: Iterable[str], values: dict[str, Any], logs: str = ""
     ) -> dict[str, Any] | None:
         """As :meth:`transition_run`, for a block run; ``logs`` is appended to its log."""
-        return await self._call(
-            self._transition, BlockRun, block_run_id, list(allowed_from), values, logs
-        )
+        return self._transition(BlockRun, block_run_id, list(allowed_from), values, logs)
 
-    async def transition_block_runs(
+    @writes
+    def transition_block_runs(
         self, changes: list[tuple[int, list[str], dict[str, Any], str]]
     ) -> list[bool]:
         """Several block-run transitions ``(id, allowed_from, values, logs)`` in one transaction.
@@ -336,11 +328,6 @@ class RunQueue(TriggerStore, RunStore):
         Events of a run that arrive together (a fast block's start and end) cost one commit.
         Returns, per change, whether it applied.
         """
-        return await self._call(self._transition_block_runs, changes)
-
-    def _transition_block_runs(
-        self, changes: list[tuple[int, list[str], dict[str, Any], str]]
-    ) -> list[bool]:
         with self._sessions.begin() as s:
             return [
                 self._update_if(s, BlockRun, row_id, allowed, values, logs)
@@ -392,12 +379,11 @@ class RunQueue(TriggerStore, RunStore):
         )
         return bool(changed.rowcount == 1)
 
-    async def fail_interrupted_runs(self, reason: str) -> list[int]:
-        """Runs left ``running`` by a server that stopped: mark them failed with ``reason``."""
-        return await self._call(self._fail_interrupted_runs, reason)
-
     def fail_interrupted_runs_now(self, reason: str) -> list[int]:
-        """:meth:`fail_interrupted_runs`, blocking (at start-up, before the server listens)."""
+        """Runs left ``running`` by a server that stopped: mark them failed with ``reason``.
+
+        Blocking: it runs at start-up, before the server listens.
+        """
         return self._guarded(self._fail_interrupted_runs, (reason,))
 
     def _fail_interrupted_runs(self, reason: str) -> list[int]:

@@ -11,6 +11,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from .database import writes
 from .runs import RunStore
 from .schema import BLOCK_RUNS, RUN_FINISHED, RUNS, Run, utcnow
 
@@ -24,15 +25,11 @@ class RetentionStore(RunStore):
     # only finished runs are touched, re-checked (and locked on PostgreSQL) in the transaction
     # that removes them, so a run put back in the queue meanwhile (``retry_blocks``) stays.
 
-    async def retention_cutoffs(
-        self, keep: int, notebooks: bool = False
-    ) -> list[tuple[int | None, int]]:
+    @writes
+    def retention_cutoffs(self, keep: int, notebooks: bool = False) -> list[tuple[int | None, int]]:
         """Per trigger (``None``: the runs without one) that has more than ``keep`` finished runs
         (with an executed notebook, if ``notebooks``): ``(trigger id, id of the oldest of its
         newest ``keep``)``. Its finished runs with a smaller id are past the limit."""
-        return await self._call(self._retention_cutoffs, keep, notebooks)
-
-    def _retention_cutoffs(self, keep: int, notebooks: bool) -> list[tuple[int | None, int]]:
         cutoffs: list[tuple[int | None, int]] = []
         with self._sessions() as s:
             groups = list(s.scalars(select(Run.pipeline_schedule_id).distinct()))
@@ -53,7 +50,8 @@ class RetentionStore(RunStore):
                     cutoffs.append((group, kth))
         return cutoffs
 
-    async def purge_runs_beyond(
+    @writes
+    def purge_runs_beyond(
         self, trigger_id: int | None, below_id: int, limit: int, notebooks: bool = False
     ) -> tuple[list[int], int, list[str]]:
         """Up to ``limit`` finished runs of a trigger (``None``: without one) with an id below
@@ -63,11 +61,6 @@ class RetentionStore(RunStore):
         Returns the runs' ids, the number of block runs deleted and the notebook paths the runs
         had (for the caller to delete the files). No ids: nothing is left to do.
         """
-        return await self._call(self._purge_runs_beyond, trigger_id, below_id, limit, notebooks)
-
-    def _purge_runs_beyond(
-        self, trigger_id: int | None, below_id: int, limit: int, notebooks: bool
-    ) -> tuple[list[int], int, list[str]]:
         with self._sessions.begin() as s:
             query = (
                 select(Run.id)
@@ -83,7 +76,8 @@ class RetentionStore(RunStore):
                 query = query.where(Run.executed_notebook.is_not(None))
             return self._purge(s, list(s.scalars(query)), notebooks)
 
-    async def purge_runs_finished_before(
+    @writes
+    def purge_runs_finished_before(
         self, before: datetime, after_id: int, limit: int, notebooks: bool = False
     ) -> tuple[list[int], int, list[str], int | None]:
         """As :meth:`purge_runs_beyond`, for the finished runs that ended before ``before``
@@ -93,13 +87,6 @@ class RetentionStore(RunStore):
         run can qualify: a run created at ``before`` or later ends the walk (ids grow with
         ``created_at``), so a sweep reads the old rows once, never the whole table.
         """
-        return await self._call(
-            self._purge_runs_finished_before, before, after_id, limit, notebooks
-        )
-
-    def _purge_runs_finished_before(
-        self, before: datetime, after_id: int, limit: int, notebooks: bool
-    ) -> tuple[list[int], int, list[str], int | None]:
         with self._sessions.begin() as s:
             window = s.execute(
                 select(Run.id, Run.status, Run.created_at, Run.completed_at, Run.executed_notebook)

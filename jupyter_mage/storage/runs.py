@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import (
     func,
@@ -11,21 +11,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .database import Database
+from .database import Database, reads, writes
 from .schema import BlockRun, Run
 from .views import block_run_to_dict, run_to_dict
-
-T = TypeVar("T")
 
 
 class RunStore(Database):
     """Reading runs and block runs; creating block runs."""
 
-    async def get_run(self, run_id: int, with_blocks: bool = False) -> dict[str, Any] | None:
+    @reads
+    def get_run(self, run_id: int, with_blocks: bool = False) -> dict[str, Any] | None:
         """One run (and its block runs), or None."""
-        return await self._read(self._get_run, run_id, with_blocks)
-
-    def _get_run(self, run_id: int, with_blocks: bool) -> dict[str, Any] | None:
         with self._sessions() as s:
             run = s.get(Run, run_id)
             if run is None:
@@ -43,15 +39,11 @@ class RunStore(Database):
         data["block_runs"] = self._block_runs(s, [run.id])[run.id]
         return data
 
-    async def list_runs(
+    @reads
+    def list_runs(
         self, filters: dict[str, Any], limit: int, offset: int, with_blocks: bool = True
     ) -> tuple[list[dict[str, Any]], int]:
         """Runs newest first, filtered by column equality; also the total count."""
-        return await self._read(self._list_runs, filters, limit, offset, with_blocks)
-
-    def _list_runs(
-        self, filters: dict[str, Any], limit: int, offset: int, with_blocks: bool
-    ) -> tuple[list[dict[str, Any]], int]:
         with self._sessions() as s:
             conditions = [getattr(Run, key) == value for key, value in filters.items()]
             total = s.scalar(select(func.count(Run.id)).where(*conditions)) or 0
@@ -77,30 +69,24 @@ class RunStore(Database):
 
     # -- block runs --------------------------------------------------------------------------
 
-    async def create_block_runs(
-        self, run_id: int, block_uuids: Iterable[str]
-    ) -> list[dict[str, Any]]:
+    @writes
+    def create_block_runs(self, run_id: int, block_uuids: Iterable[str]) -> list[dict[str, Any]]:
         """Create one ``initial`` block run per block; returns them in the given order."""
-        return await self._call(self._create_block_runs, run_id, list(block_uuids))
-
-    def _create_block_runs(self, run_id: int, block_uuids: list[str]) -> list[dict[str, Any]]:
         with self._sessions.begin() as s:
             blocks = [BlockRun(pipeline_run_id=run_id, block_uuid=u) for u in block_uuids]
             s.add_all(blocks)
             s.flush()
             return [block_run_to_dict(b) for b in blocks]
 
-    async def list_block_runs(self, run_id: int) -> list[dict[str, Any]]:
+    @reads
+    def list_block_runs(self, run_id: int) -> list[dict[str, Any]]:
         """Block runs of one run, in the order they were created (dependency order)."""
-        return await self._read(
-            lambda: self._with_session(lambda s: self._block_runs(s, [run_id])[run_id])
-        )
+        with self._sessions() as s:
+            return self._block_runs(s, [run_id])[run_id]
 
-    async def get_block_run(self, block_run_id: int) -> dict[str, Any] | None:
+    @reads
+    def get_block_run(self, block_run_id: int) -> dict[str, Any] | None:
         """A block run with its logs and outputs, or None."""
-        return await self._read(self._get_block_run, block_run_id)
-
-    def _get_block_run(self, block_run_id: int) -> dict[str, Any] | None:
         with self._sessions() as s:
             block = s.get(BlockRun, block_run_id)
             if block is None:
@@ -110,20 +96,14 @@ class RunStore(Database):
             data["outputs"] = block.outputs or []
             return data
 
-    async def block_runs_with_logs(self, run_ids: list[int]) -> list[dict[str, Any]]:
+    @reads
+    def block_runs_with_logs(self, run_ids: list[int]) -> list[dict[str, Any]]:
         """Block runs of several runs, logs included (for the pipeline logs route)."""
-        return await self._read(self._block_runs_with_logs, run_ids)
-
-    def _block_runs_with_logs(self, run_ids: list[int]) -> list[dict[str, Any]]:
         with self._sessions() as s:
             rows = s.scalars(
                 select(BlockRun).where(BlockRun.pipeline_run_id.in_(run_ids)).order_by(BlockRun.id)
             )
             return [{**block_run_to_dict(b), "logs": b.logs or ""} for b in rows]
-
-    def _with_session(self, fn: Callable[[Session], T]) -> T:
-        with self._sessions() as s:
-            return fn(s)
 
     @staticmethod
     def _block_runs(
@@ -139,18 +119,17 @@ class RunStore(Database):
             found[block.pipeline_run_id].append(row)
         return found
 
-    async def get_runs(
+    @reads
+    def get_runs(
         self, run_ids: Iterable[int], pipeline_uuid: str | None = None
     ) -> list[dict[str, Any]]:
         """Runs by id, newest first (optionally only those of one pipeline); missing ids are left
         out. Block runs are not included."""
-        return await self._read(self._get_runs, sorted(set(run_ids)), pipeline_uuid)
-
-    def _get_runs(self, run_ids: list[int], pipeline_uuid: str | None) -> list[dict[str, Any]]:
+        wanted = sorted(set(run_ids))
         found: list[dict[str, Any]] = []
         with self._sessions() as s:
-            for start in range(0, len(run_ids), 500):  # bounded IN lists on any database
-                query = select(Run).where(Run.id.in_(run_ids[start : start + 500]))
+            for start in range(0, len(wanted), 500):  # bounded IN lists on any database
+                query = select(Run).where(Run.id.in_(wanted[start : start + 500]))
                 if pipeline_uuid is not None:
                     query = query.where(Run.pipeline_uuid == pipeline_uuid)
                 found += [run_to_dict(r) for r in s.scalars(query)]

@@ -11,7 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .database import Database
+from .database import Database, reads, writes
 from .schema import TRIGGERS, Run, Trigger, new_token, utcnow
 from .views import trigger_to_dict
 
@@ -24,11 +24,9 @@ class TriggerStore(Database):
 
     # -- triggers ----------------------------------------------------------------------------
 
-    async def create_trigger(self, values: dict[str, Any]) -> dict[str, Any]:
+    @writes
+    def create_trigger(self, values: dict[str, Any]) -> dict[str, Any]:
         """Insert a trigger; ``values`` are already validated column values."""
-        return await self._call(self._create_trigger, values)
-
-    def _create_trigger(self, values: dict[str, Any]) -> dict[str, Any]:
         with self._sessions.begin() as s:
             trigger = Trigger(**values)
             if values.get("status", "active") == "active":
@@ -37,11 +35,9 @@ class TriggerStore(Database):
             s.flush()
             return trigger_to_dict(trigger)
 
-    async def get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+    @reads
+    def get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
         """One trigger with its run count and last run status, or None."""
-        return await self._read(self._get_trigger, trigger_id)
-
-    def _get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
         with self._sessions() as s:
             trigger = self._read_trigger(s, trigger_id)
             if trigger is not None:
@@ -55,11 +51,9 @@ class TriggerStore(Database):
         row = s.connection().execute(_TRIGGER_BY_ID, {"id": trigger_id}).first()
         return trigger_to_dict(row) if row is not None else None
 
-    async def list_triggers(self, pipeline_uuid: str | None = None) -> list[dict[str, Any]]:
+    @reads
+    def list_triggers(self, pipeline_uuid: str | None = None) -> list[dict[str, Any]]:
         """Triggers, newest first, optionally of one pipeline."""
-        return await self._read(self._list_triggers, pipeline_uuid)
-
-    def _list_triggers(self, pipeline_uuid: str | None) -> list[dict[str, Any]]:
         with self._sessions() as s:
             query = select(Trigger).order_by(Trigger.id.desc())
             if pipeline_uuid is not None:
@@ -94,15 +88,11 @@ class TriggerStore(Database):
         )
         return {i: (counts.get(i, 0), last.get(i)) for i in ids}
 
-    async def update_trigger(
+    @writes
+    def update_trigger(
         self, trigger_id: int, values: dict[str, Any], rotate_token: bool = False
     ) -> dict[str, Any] | None:
         """Update columns (and maybe the token) of a trigger; None if it does not exist."""
-        return await self._call(self._update_trigger, trigger_id, values, rotate_token)
-
-    def _update_trigger(
-        self, trigger_id: int, values: dict[str, Any], rotate_token: bool
-    ) -> dict[str, Any] | None:
         with self._sessions.begin() as s:
             trigger = s.get(Trigger, trigger_id)
             if trigger is None:
@@ -118,11 +108,9 @@ class TriggerStore(Database):
             stats = self._run_stats(s, [trigger_id])
             return trigger_to_dict(trigger, *stats.get(trigger_id, (0, None)))
 
-    async def delete_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+    @writes
+    def delete_trigger(self, trigger_id: int) -> dict[str, Any] | None:
         """Delete a trigger (its runs stay); returns what was deleted, or None."""
-        return await self._call(self._delete_trigger, trigger_id)
-
-    def _delete_trigger(self, trigger_id: int) -> dict[str, Any] | None:
         with self._sessions.begin() as s:
             trigger = s.get(Trigger, trigger_id)
             if trigger is None:
