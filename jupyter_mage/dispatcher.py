@@ -13,6 +13,7 @@ from typing import Any
 
 from .engine import KernelEngine
 from .state import StatusBoard
+from .statuses import RunStatus
 from .storage import DatabaseUnavailable
 
 
@@ -145,7 +146,7 @@ class Dispatcher:
 
     async def _fail(self, run_id: int, reason: str) -> Any:
         try:
-            return await self.board.run(run_id, "failed", metrics={"error": reason})
+            return await self.board.run(run_id, RunStatus.FAILED, metrics={"error": reason})
         except Exception:
             self.log.exception("could not record failure of run %s", run_id)
             return None

@@ -29,9 +29,10 @@ from .executed_notebook import write_executed_notebook
 from .kernels import KernelHandle, KernelPool
 from .pipeline import Pipeline, PipelineNotFound, PipelineRepository
 from .recorder import RunRecorder, until_written
-from .run_messages import ActiveRun, BlockChange, BlockLogs, BlockState, RunMessages
+from .run_messages import ActiveRun, BlockChange, BlockLogs, BlockState, RunMessages, RunOutcome
 from .state import StatusBoard
-from .storage import BLOCK_FINISHED, Store
+from .statuses import BLOCK_FINISHED, BlockRunStatus, RunStatus
+from .storage import Store
 from .variables import merge_variables, parse_time, system_keys
 
 #: Seconds between checks that a run's kernel is still alive.
@@ -183,12 +184,14 @@ class KernelEngine(LoggingConfigurable):
             pipeline = await self.repository.get(plan["pipeline_uuid"])
         except PipelineNotFound:
             await self._final_status(
-                run_id, "failed", {"error": f"pipeline '{plan['pipeline_uuid']}' not found"}
+                run_id, RunStatus.FAILED, {"error": f"pipeline '{plan['pipeline_uuid']}' not found"}
             )
             return
         if not pipeline.is_valid:
             problems = "; ".join(e["message"] for e in pipeline.errors)
-            await self._final_status(run_id, "failed", {"error": f"invalid pipeline: {problems}"})
+            await self._final_status(
+                run_id, RunStatus.FAILED, {"error": f"invalid pipeline: {problems}"}
+            )
             return
 
         states, skip = await self._prepare_block_runs(plan, pipeline)
@@ -255,7 +258,9 @@ class KernelEngine(LoggingConfigurable):
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if not done:  # the run's own timeout (trigger setting "timeout", seconds)
-                active.timeout_status = settings.get("timeout_status") or "failed"
+                active.timeout_status = RunStatus(
+                    settings.get("timeout_status") or RunStatus.FAILED
+                )
                 active.failure = f"the run timed out after {timeout:g} s"
                 await self._interrupt_then_kill(active)
                 done, _ = await asyncio.wait(
@@ -338,11 +343,13 @@ class KernelEngine(LoggingConfigurable):
         current = {b.uuid for b in blocks}
         for uuid, row in existing.items():
             if uuid not in current and row["status"] not in BLOCK_FINISHED:
-                await self.board.block(row["id"], "cancelled", logs="the block left the notebook\n")
+                await self.board.block(
+                    row["id"], BlockRunStatus.CANCELLED, logs="the block left the notebook\n"
+                )
         # Outputs live in the kernel, so a retried block needs its upstream blocks again.
         by_uuid = {b.uuid: b for b in blocks}
         needed: set[str] = set()
-        stack = [b.uuid for b in blocks if existing[b.uuid]["status"] != "completed"]
+        stack = [b.uuid for b in blocks if existing[b.uuid]["status"] != BlockRunStatus.COMPLETED]
         while stack:
             uuid = stack.pop()
             if uuid not in needed:
@@ -352,10 +359,10 @@ class KernelEngine(LoggingConfigurable):
         for block in blocks:
             row = existing[block.uuid]
             status = row["status"]
-            if block.uuid in needed and status != "initial":
-                await self.board.block(row["id"], "initial")
-                status = "initial"
-            states[block.uuid] = BlockState(row["id"], status)
+            if block.uuid in needed and status != BlockRunStatus.INITIAL:
+                await self.board.block(row["id"], BlockRunStatus.INITIAL)
+                status = BlockRunStatus.INITIAL
+            states[block.uuid] = BlockState(row["id"], BlockRunStatus(status))
         return states, {b.uuid for b in blocks if b.uuid not in needed}
 
     def _payload(self, plan: dict[str, Any], pipeline: Pipeline, skip: set[str]) -> dict[str, Any]:
@@ -396,7 +403,7 @@ class KernelEngine(LoggingConfigurable):
     # -- the run's end -------------------------------------------------------------------------
 
     async def _final_status(
-        self, run_id: int, status: str, metrics: dict[str, Any], executed: str | None = None
+        self, run_id: int, status: RunStatus, metrics: dict[str, Any], executed: str | None = None
     ) -> None:
         """Write a run's final status, trying again until it lands: a run never stays running."""
         await until_written(
@@ -408,7 +415,7 @@ class KernelEngine(LoggingConfigurable):
 
     def _ending(
         self, plan: dict[str, Any], states: dict[str, BlockState], skip: set[str], active: ActiveRun
-    ) -> tuple[str, str | None]:
+    ) -> RunOutcome:
         """The run's final status and, unless it completed, why.
 
         A run completes only if every block it ran reported its end, and every message the
@@ -416,21 +423,21 @@ class KernelEngine(LoggingConfigurable):
         interrupted kernel, a request that ended early) is a failure with its reason.
         """
         if active.cancel_requested:
-            return "cancelled", None
+            return RunOutcome(RunStatus.CANCELLED)
         if active.timeout_status is not None:
-            return active.timeout_status, active.failure
+            return RunOutcome(active.timeout_status, active.failure)
         if active.failure is not None:
-            return "failed", active.failure
+            return RunOutcome(RunStatus.FAILED, active.failure)
         problem = active.report.problem()
         unreported = [u for u, st in states.items() if u not in skip and not st.reported]
         if problem is None and unreported:
             problem = f"block {unreported[0]} did not report its end"
         if problem is not None:
-            return "failed", problem
-        failed = [u for u, st in states.items() if st.status == "failed"]
+            return RunOutcome(RunStatus.FAILED, problem)
+        failed = [u for u, st in states.items() if st.status == BlockRunStatus.FAILED]
         if failed and not plan["trigger_settings"].get("allow_blocks_to_fail"):
-            return "failed", f"Failed blocks: {', '.join(failed)}."
-        return "completed", None
+            return RunOutcome(RunStatus.FAILED, f"Failed blocks: {', '.join(failed)}.")
+        return RunOutcome(RunStatus.COMPLETED)
 
     async def _finish(
         self,
@@ -441,15 +448,16 @@ class KernelEngine(LoggingConfigurable):
         active: ActiveRun,
     ) -> None:
         """Close every open block run, write the executed notebook, set the run's status."""
-        status, reason = self._ending(plan, states, skip, active)
+        outcome = self._ending(plan, states, skip, active)
+        status, reason = outcome.status, outcome.reason
         # The block that was executing when the run went wrong fails with the reason. A kernel
         # that dies at once can lose its last messages (even "block_started"), so without a
         # running block it is the first open one: blocks run in this order.
         open_states = [st for st in states.values() if st.status not in BLOCK_FINISHED]
         culprit: BlockState | None = None
         if reason is not None and not active.cancel_requested:
-            running = [st for st in open_states if st.status == "running"]
-            failed = any(st.status == "failed" for st in states.values())
+            running = [st for st in open_states if st.status == BlockRunStatus.RUNNING]
+            failed = any(st.status == BlockRunStatus.FAILED for st in states.values())
             suspects = running or ([] if failed else open_states)
             culprit = suspects[0] if suspects else None
         changes: list[BlockChange] = []
@@ -460,11 +468,15 @@ class KernelEngine(LoggingConfigurable):
                 message = reason or "the block did not finish"
                 logs = self.logs.take(state) + f"\n{message}\n"
                 error = {"type": "RunError", "message": message}
-                changes.append((state.block_run_id, "failed", logs, {"metrics": {"error": error}}))
-                state.status = "failed"
+                changes.append(
+                    (state.block_run_id, BlockRunStatus.FAILED, logs, {"metrics": {"error": error}})
+                )
+                state.status = BlockRunStatus.FAILED
             else:
-                changes.append((state.block_run_id, "cancelled", self.logs.take(state), {}))
-                state.status = "cancelled"
+                changes.append(
+                    (state.block_run_id, BlockRunStatus.CANCELLED, self.logs.take(state), {})
+                )
+                state.status = BlockRunStatus.CANCELLED
         if changes:
             await until_written(self.log, self.board.blocks, changes)
 

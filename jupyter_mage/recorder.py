@@ -10,6 +10,7 @@ import nbformat
 
 from .run_messages import ActiveRun, BlockChange, BlockLogs, BlockState
 from .state import StatusBoard
+from .statuses import BlockRunStatus
 
 
 async def until_written(log: logging.Logger, write: Any, *args: Any) -> Any:
@@ -65,7 +66,7 @@ class RunRecorder:
             while not events.empty():
                 batch.append(events.get_nowait())
             changes: list[BlockChange] = []
-            targets: list[tuple[BlockState, str | None]] = []
+            targets: list[tuple[BlockState, BlockRunStatus | None]] = []
             for event in batch:
                 if event is None:
                     finished = True
@@ -77,8 +78,8 @@ class RunRecorder:
                 if kind == "block_started":
                     state.started = True
                     values = {"started_at": event["received_at"]}
-                    changes.append((state.block_run_id, "running", "", values))
-                    targets.append((state, "running"))
+                    changes.append((state.block_run_id, BlockRunStatus.RUNNING, "", values))
+                    targets.append((state, BlockRunStatus.RUNNING))
                 elif kind == "block_finished":
                     state.reported = True
                     status, logs, values = self.finished_change(state, event, active)
@@ -99,15 +100,19 @@ class RunRecorder:
 
     def finished_change(
         self, state: BlockState, event: dict[str, Any], active: ActiveRun
-    ) -> tuple[str, str, dict[str, Any]]:
+    ) -> tuple[BlockRunStatus, str, dict[str, Any]]:
         """Status, log text and columns of a ``block_finished`` event."""
-        status = event["status"]
         error = event.get("error") or {}
-        if status == "failed" and error.get("type") == "KeyboardInterrupt":
+        try:
+            status = BlockRunStatus(event["status"])
+        except ValueError:  # a run-time fault: the block did not end as anything we know
+            status = BlockRunStatus.FAILED
+            error = {"type": "RunError", "message": f"unknown block status {event['status']!r}"}
+        if status == BlockRunStatus.FAILED and error.get("type") == "KeyboardInterrupt":
             # The interrupt of a cancel ends the block cancelled; a run timeout's, failed with
             # the timeout as its error. A KeyboardInterrupt the block raised itself stays one.
             if active.cancel_requested:
-                status = "cancelled"
+                status = BlockRunStatus.CANCELLED
             elif active.timeout_status is not None and active.failure:
                 error = {"type": "RunTimeout", "message": active.failure, "traceback": ""}
         values: dict[str, Any] = {}
@@ -125,7 +130,7 @@ class RunRecorder:
             )
             state.log.append(note)
             state.cell_outputs.append(nbformat.v4.new_output("stream", name="stderr", text=note))
-        if status == "failed":
+        if status == BlockRunStatus.FAILED:
             error = self.logs.bounded_error(error)
             metrics["error"] = error
             self.logs.append_log(state, error.get("traceback", ""))
@@ -137,7 +142,7 @@ class RunRecorder:
                     traceback=error.get("traceback", "").splitlines(),
                 )
             )
-        if status == "completed":
+        if status == BlockRunStatus.COMPLETED:
             values["outputs"] = event.get("outputs", [])
         if metrics:
             values["metrics"] = metrics

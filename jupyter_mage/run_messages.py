@@ -18,6 +18,7 @@ from typing import Any
 import nbformat
 
 from . import runtime
+from .statuses import BlockRunStatus, RunStatus
 from .storage import utcnow
 
 
@@ -26,7 +27,7 @@ class BlockState:
     """What the engine knows of one block during a run."""
 
     block_run_id: int
-    status: str
+    status: BlockRunStatus
     #: Log text received and not yet written to the block run.
     log: list[str] = field(default_factory=list)
     log_chars: int = 0
@@ -150,6 +151,14 @@ class BlockLogs:
         }
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: its final status and, unless it completed, why."""
+
+    status: RunStatus
+    reason: str | None = None
+
+
 @dataclass
 class ActiveRun:
     """A run between kernel start and its final status."""
@@ -158,7 +167,7 @@ class ActiveRun:
     kernel_id: str | None = None
     cancel_requested: bool = False
     failure: str | None = None
-    timeout_status: str | None = None
+    timeout_status: RunStatus | None = None
     execute_task: asyncio.Task[Any] | None = None
     report: KernelReport = field(default_factory=KernelReport)
     #: Set by the kernel's ``run_finished`` event: every block has its final status.
@@ -166,7 +175,7 @@ class ActiveRun:
 
 
 #: One block-run write: (block run id, new status or None for a log append, logs, columns).
-BlockChange = tuple[int, "str | None", str, dict[str, Any]]
+BlockChange = tuple[int, "BlockRunStatus | None", str, dict[str, Any]]
 
 
 class RunMessages:

@@ -22,7 +22,8 @@ from .dispatcher import Dispatcher
 from .engine import KernelEngine
 from .pipeline import PipelineNotFound, PipelineRepository
 from .state import StatusBoard
-from .storage import RUN_FINISHED, NewRun, Store, utcnow
+from .statuses import RUN_FINISHED, RunStatus, TriggerStatus
+from .storage import NewRun, Store, utcnow
 from .validation import ApiError
 
 #: A check of the trigger a caller may add (the token routes check the token with it).
@@ -81,7 +82,7 @@ def admit(
         raise ApiError(404, "not_found", f"trigger {call.trigger_id} not found")
     if call.check is not None:
         call.check(trigger)
-    if trigger["status"] != "active":
+    if trigger["status"] != TriggerStatus.ACTIVE:
         raise ApiError(409, "trigger_inactive", f"trigger {trigger['id']} is inactive")
     try:
         pipeline = repository.load(trigger["pipeline_uuid"])
@@ -190,16 +191,16 @@ class RunService:
         finally:
             self.board.unwatch(run["id"], finished)
         # Queued, or running on no engine of this server: cancel the row directly.
-        await self.board.run(run["id"], "cancelled")
+        await self.board.run(run["id"], RunStatus.CANCELLED)
 
     async def retry(self, run: dict[str, Any]) -> None:
         """Put a failed or cancelled run back in the queue; its unfinished blocks run again."""
-        if run["status"] not in ("failed", "cancelled"):
+        if run["status"] not in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise ApiError(
                 409,
                 "run_not_retryable",
                 f"run is {run['status']}; only failed or cancelled runs retry",
             )
-        if await self.board.run(run["id"], "initial") is None:
+        if await self.board.run(run["id"], RunStatus.INITIAL) is None:
             raise ApiError(409, "conflict", "the run changed status; try again")
         self.dispatcher.wake()

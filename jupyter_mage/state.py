@@ -10,29 +10,34 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .storage import BLOCK_FINISHED, RUN_FINISHED, Store, utcnow
+from .statuses import BLOCK_FINISHED, RUN_FINISHED, BlockRunStatus, RunStatus
+from .storage import Store, utcnow
 
 #: For each target status, the statuses a run may come from.
-RUN_TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "running": ("initial",),
-    "completed": ("running",),
-    "failed": ("initial", "running"),
-    "cancelled": ("initial", "running"),
+RUN_TRANSITIONS: dict[RunStatus, tuple[RunStatus, ...]] = {
+    RunStatus.RUNNING: (RunStatus.INITIAL,),
+    RunStatus.COMPLETED: (RunStatus.RUNNING,),
+    RunStatus.FAILED: (RunStatus.INITIAL, RunStatus.RUNNING),
+    RunStatus.CANCELLED: (RunStatus.INITIAL, RunStatus.RUNNING),
     # "retry_blocks" puts a finished run back in the queue.
-    "initial": ("failed", "cancelled"),
+    RunStatus.INITIAL: (RunStatus.FAILED, RunStatus.CANCELLED),
 }
 
 #: For each target status, the statuses a block run may come from.
-BLOCK_TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "queued": ("initial",),
-    "running": ("initial", "queued"),
-    "completed": ("running",),
-    "failed": ("initial", "queued", "running"),
-    "cancelled": ("initial", "queued", "running"),
-    "upstream_failed": ("initial", "queued"),
-    "condition_failed": ("initial", "queued"),
+BLOCK_TRANSITIONS: dict[BlockRunStatus, tuple[BlockRunStatus, ...]] = {
+    BlockRunStatus.QUEUED: (BlockRunStatus.INITIAL,),
+    BlockRunStatus.RUNNING: (BlockRunStatus.INITIAL, BlockRunStatus.QUEUED),
+    BlockRunStatus.COMPLETED: (BlockRunStatus.RUNNING,),
+    BlockRunStatus.FAILED: (BlockRunStatus.INITIAL, BlockRunStatus.QUEUED, BlockRunStatus.RUNNING),
+    BlockRunStatus.CANCELLED: (
+        BlockRunStatus.INITIAL,
+        BlockRunStatus.QUEUED,
+        BlockRunStatus.RUNNING,
+    ),
+    BlockRunStatus.UPSTREAM_FAILED: (BlockRunStatus.INITIAL, BlockRunStatus.QUEUED),
+    BlockRunStatus.CONDITION_FAILED: (BlockRunStatus.INITIAL, BlockRunStatus.QUEUED),
     # A retry runs a block again: whatever it ended as, it starts over.
-    "initial": BLOCK_FINISHED,
+    BlockRunStatus.INITIAL: BLOCK_FINISHED,
 }
 
 
@@ -53,14 +58,14 @@ class StatusBoard:
         """Claim up to ``limit`` queued runs (``initial`` → ``running``, atomically): their plans."""
         return await self.store.claim_runs(limit)
 
-    async def run(self, run_id: int, status: str, **values: Any) -> dict[str, Any] | None:
+    async def run(self, run_id: int, status: RunStatus, **values: Any) -> dict[str, Any] | None:
         """Move a run to ``status``; None if the move is not allowed from where it is."""
         values["status"] = status
-        if status == "running":
+        if status == RunStatus.RUNNING:
             values.setdefault("started_at", utcnow())
         elif status in RUN_FINISHED:
             values.setdefault("completed_at", utcnow())
-        elif status == "initial":
+        elif status == RunStatus.INITIAL:
             values.update(started_at=None, completed_at=None)
         final = status in RUN_FINISHED
         row = await self.store.transition_run(
@@ -73,7 +78,7 @@ class StatusBoard:
         return row
 
     async def block(
-        self, block_run_id: int, status: str, logs: str = "", **values: Any
+        self, block_run_id: int, status: BlockRunStatus, logs: str = "", **values: Any
     ) -> dict[str, Any] | None:
         """Move a block run to ``status`` (appending ``logs``); None if not allowed."""
         return await self.store.transition_block_run(
@@ -81,7 +86,7 @@ class StatusBoard:
         )
 
     async def blocks(
-        self, changes: list[tuple[int, str | None, str, dict[str, Any]]]
+        self, changes: list[tuple[int, BlockRunStatus | None, str, dict[str, Any]]]
     ) -> list[bool]:
         """Several ``(block_run_id, status, logs, values)`` moves, in order, in one transaction.
 
@@ -90,7 +95,7 @@ class StatusBoard:
         """
         return await self.store.transition_block_runs(
             [
-                (block_run_id, ["running"], values, logs)
+                (block_run_id, [BlockRunStatus.RUNNING], values, logs)
                 if status is None
                 else (
                     block_run_id,
@@ -118,14 +123,14 @@ class StatusBoard:
                 del self._watched[run_id]
 
 
-def _block_values(status: str, values: dict[str, Any]) -> dict[str, Any]:
+def _block_values(status: BlockRunStatus, values: dict[str, Any]) -> dict[str, Any]:
     """The columns a block run's move to ``status`` writes, timestamps included."""
     values = {**values, "status": status}
-    if status == "running":
+    if status == BlockRunStatus.RUNNING:
         values.setdefault("started_at", utcnow())
         values.setdefault("completed_at", None)
     elif status in BLOCK_FINISHED:
         values.setdefault("completed_at", utcnow())
-    elif status == "initial":
+    elif status == BlockRunStatus.INITIAL:
         values.update(started_at=None, completed_at=None, metrics=None, outputs=None, logs="")
     return values

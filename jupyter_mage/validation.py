@@ -27,11 +27,12 @@ from typing import Any
 
 from tornado import web
 
+from .statuses import RunStatus, TriggerStatus
 from .variables import parse_time
 
 TRIGGER_TYPES = ("api", "time")
-TRIGGER_STATUSES = ("active", "inactive")
-RUN_STATUSES = ("initial", "running", "completed", "failed", "cancelled")
+TRIGGER_STATUSES = tuple(s.value for s in TriggerStatus)
+RUN_STATUSES = tuple(s.value for s in RunStatus)
 SETTINGS_TYPES: dict[str, tuple[type, ...]] = {
     "timeout": (int, float),
     "timeout_status": (str,),
@@ -253,7 +254,7 @@ def trigger_fields(data: dict[str, Any], creating: bool) -> tuple[dict[str, Any]
             raise ApiError(400, "invalid_field", f"'{key}' must not contain NUL characters")
     if creating:
         values.setdefault("schedule_type", "api")
-        values.setdefault("status", "active")
+        values.setdefault("status", TriggerStatus.ACTIVE)
     if "schedule_type" in values and values["schedule_type"] not in TRIGGER_TYPES:
         raise ApiError(400, "invalid_field", f"'schedule_type' must be one of {TRIGGER_TYPES}")
     if "status" in values and values["status"] not in TRIGGER_STATUSES:
@@ -289,7 +290,7 @@ def trigger_fields(data: dict[str, Any], creating: bool) -> tuple[dict[str, Any]
                 not isinstance(value, types) or (bool not in types and isinstance(value, bool))
             ):
                 raise ApiError(400, "invalid_field", f"setting '{key}' has the wrong type")
-        if settings.get("timeout_status") not in (None, "failed", "cancelled"):
+        if settings.get("timeout_status") not in (None, RunStatus.FAILED, RunStatus.CANCELLED):
             raise ApiError(400, "invalid_field", "'timeout_status' must be failed or cancelled")
         if settings.get("pipeline_run_limit_action") not in (None, "wait", "skip"):
             raise ApiError(400, "invalid_field", "'pipeline_run_limit_action' must be wait or skip")

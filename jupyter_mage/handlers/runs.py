@@ -7,6 +7,7 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..statuses import RunStatus
 from ..validation import (
     RUN_STATUSES,
     ApiError,
@@ -70,7 +71,7 @@ class RunHandler(MageHandler):
         data = envelope(self.read_json(), "pipeline_run")
         run = await self._find(run_id)
         action = data.get("pipeline_run_action")
-        if data.get("status") == "cancelled" and action is None:
+        if data.get("status") == RunStatus.CANCELLED and action is None:
             await self.mage.runs.cancel(run)
         elif action == "retry_blocks" and "status" not in data:
             await self.mage.runs.retry(run)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from .database import DatabaseUnavailable, unavailable_reason
 from .queue import NewRun, RunQueue
 from .retention import RetentionStore
-from .schema import BLOCK_FINISHED, MIGRATIONS, RUN_FINISHED, new_token, utcnow
+from .schema import MIGRATIONS, new_token, utcnow
 from .views import block_run_to_dict, format_time, run_to_dict, trigger_to_dict
 
 
@@ -36,9 +36,7 @@ class Store(RunQueue, RetentionStore):
 
 
 __all__ = [
-    "BLOCK_FINISHED",
     "MIGRATIONS",
-    "RUN_FINISHED",
     "DatabaseUnavailable",
     "NewRun",
     "Store",

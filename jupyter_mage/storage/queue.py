@@ -24,9 +24,10 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
+from ..statuses import BLOCK_FINISHED, BlockRunStatus, RunStatus
 from .database import DatabaseUnavailable, unavailable_reason, writes
 from .runs import RunStore
-from .schema import BLOCK_FINISHED, BLOCK_RUNS, RUNS, BlockRun, Run, utcnow
+from .schema import BLOCK_RUNS, RUNS, BlockRun, Run, utcnow
 from .triggers import TriggerStore
 from .views import block_run_to_dict, run_to_dict
 
@@ -108,7 +109,7 @@ class RunQueue(TriggerStore, RunStore):
         # Mage's partition: "<trigger id>/<execution date>", kept in the run variables.
         stamp = values["execution_date"].strftime("%Y%m%dT%H%M%S_%f")
         row = {
-            "status": "initial",
+            "status": RunStatus.INITIAL,
             "passed_sla": False,
             "executor_type": "jupyter_kernel",
             "created_at": now,
@@ -124,20 +125,20 @@ class RunQueue(TriggerStore, RunStore):
             active = s.scalar(
                 select(func.count(Run.id)).where(
                     Run.pipeline_schedule_id == trigger_id,
-                    Run.status.in_(("initial", "running")),
+                    Run.status.in_((RunStatus.INITIAL, RunStatus.RUNNING)),
                 )
             )
             if (active or 0) >= skip_if_active:
                 outcome = "skipped"
                 row.update(
-                    status="cancelled",
+                    status=RunStatus.CANCELLED,
                     completed_at=now,
                     metrics={"skipped": "the trigger's earlier runs are still active"},
                 )
         # Started at once only if nobody is waiting to be overtaken.
         if outcome == "created" and start and s.execute(_ANY_WAITING_RUN).first() is None:
             outcome = "started"
-            row.update(status="running", started_at=now)
+            row.update(status=RunStatus.RUNNING, started_at=now)
         # Plain INSERTs of prebuilt statements, no unit of work: every trigger call comes here.
         conn = s.connection()
         result = cast(CursorResult[Any], conn.execute(_INSERT_RUN, row))
@@ -150,7 +151,7 @@ class RunQueue(TriggerStore, RunStore):
                     {
                         "pipeline_run_id": run.id,
                         "block_uuid": uuid,
-                        "status": "initial",
+                        "status": BlockRunStatus.INITIAL,
                         "created_at": now,
                         "updated_at": now,
                     }
@@ -160,7 +161,7 @@ class RunQueue(TriggerStore, RunStore):
         if outcome != "started":
             return NewRun(run_to_dict(run), outcome)
         # Answered as accepted (``initial``); it was claimed in the same commit.
-        accepted = Run(id=run.id, **{**row, "status": "initial", "started_at": None})
+        accepted = Run(id=run.id, **{**row, "status": RunStatus.INITIAL, "started_at": None})
         return NewRun(run_to_dict(accepted), outcome, self._plan(s, run))
 
     async def create_run_for_trigger(
@@ -251,7 +252,7 @@ class RunQueue(TriggerStore, RunStore):
             # Look a little past `limit`: runs held back by their trigger's own limit are passed.
             query = (
                 select(Run.id, Run.pipeline_schedule_id, Run.trigger_settings)
-                .where(Run.status == "initial")
+                .where(Run.status == RunStatus.INITIAL)
                 .order_by(Run.id)
                 .limit(limit + 100)
             )
@@ -268,7 +269,9 @@ class RunQueue(TriggerStore, RunStore):
                 running = dict(
                     s.execute(
                         select(Run.pipeline_schedule_id, func.count(Run.id))
-                        .where(Run.pipeline_schedule_id.in_(limited), Run.status == "running")
+                        .where(
+                            Run.pipeline_schedule_id.in_(limited), Run.status == RunStatus.RUNNING
+                        )
                         .group_by(Run.pipeline_schedule_id)
                     ).all()
                 )
@@ -287,8 +290,8 @@ class RunQueue(TriggerStore, RunStore):
             now = utcnow()
             s.execute(
                 update(Run)
-                .where(Run.id.in_(ids), Run.status == "initial")
-                .values(status="running", started_at=now, updated_at=now)
+                .where(Run.id.in_(ids), Run.status == RunStatus.INITIAL)
+                .values(status=RunStatus.RUNNING, started_at=now, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
             claimed = s.scalars(
@@ -388,10 +391,10 @@ class RunQueue(TriggerStore, RunStore):
 
     def _fail_interrupted_runs(self, reason: str) -> list[int]:
         with self._sessions.begin() as s:
-            runs = list(s.scalars(select(Run).where(Run.status == "running")))
+            runs = list(s.scalars(select(Run).where(Run.status == RunStatus.RUNNING)))
             now = utcnow()
             for run in runs:
-                run.status = "failed"
+                run.status = RunStatus.FAILED
                 run.completed_at = now
                 run.metrics = {**(run.metrics or {}), "error": reason}
                 for block in s.scalars(
@@ -399,9 +402,13 @@ class RunQueue(TriggerStore, RunStore):
                         BlockRun.pipeline_run_id == run.id, BlockRun.status.not_in(BLOCK_FINISHED)
                     )
                 ):
-                    block.status = "failed" if block.status == "running" else "cancelled"
+                    block.status = (
+                        BlockRunStatus.FAILED
+                        if block.status == BlockRunStatus.RUNNING
+                        else BlockRunStatus.CANCELLED
+                    )
                     block.completed_at = now
-                    if block.status == "failed":
+                    if block.status == BlockRunStatus.FAILED:
                         block.metrics = {"error": {"message": reason, "type": "ServerStopped"}}
             return [r.id for r in runs]
 
@@ -428,6 +435,6 @@ def _settle_trigger_calls(
 
 
 # The trigger call's statements, built once (building and keying one costs more than running it).
-_ANY_WAITING_RUN = select(Run.id).where(Run.status == "initial").limit(1)
+_ANY_WAITING_RUN = select(Run.id).where(Run.status == RunStatus.INITIAL).limit(1)
 _INSERT_RUN = insert(RUNS)
 _INSERT_BLOCK_RUN = insert(BLOCK_RUNS)

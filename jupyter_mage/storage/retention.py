@@ -11,9 +11,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from ..statuses import RUN_FINISHED
 from .database import writes
 from .runs import RunStore
-from .schema import BLOCK_RUNS, RUN_FINISHED, RUNS, Run, utcnow
+from .schema import BLOCK_RUNS, RUNS, Run, utcnow
 
 
 class RetentionStore(RunStore):

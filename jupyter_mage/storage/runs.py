@@ -11,6 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from ..statuses import BlockRunStatus
 from .database import Database, reads, writes
 from .schema import BlockRun, Run
 from .views import block_run_to_dict, run_to_dict
@@ -63,7 +64,7 @@ class RunStore(Database):
                     row["block_runs"] = blocks[row["id"]]
                     row["block_runs_count"] = len(row["block_runs"])
                     row["completed_block_runs_count"] = sum(
-                        1 for b in row["block_runs"] if b["status"] == "completed"
+                        1 for b in row["block_runs"] if b["status"] == BlockRunStatus.COMPLETED
                     )
             return rows, total
 

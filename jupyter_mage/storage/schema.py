@@ -30,8 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import CreateTable
 
-RUN_FINISHED = ("completed", "failed", "cancelled")
-BLOCK_FINISHED = ("completed", "failed", "cancelled", "upstream_failed", "condition_failed")
+from ..statuses import BlockRunStatus, RunStatus, TriggerStatus
 
 
 def utcnow() -> datetime:
@@ -93,7 +92,7 @@ class Trigger(Timestamps, Base):
     schedule_type: Mapped[str] = mapped_column(String(16), default="api")
     schedule_interval: Mapped[str | None] = mapped_column(String(50), nullable=True)
     start_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default=TriggerStatus.ACTIVE)
     last_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sla: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -112,7 +111,7 @@ class Run(Timestamps, Base):
     pipeline_schedule_id: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
     pipeline_uuid: Mapped[str] = mapped_column(String(1024), index=True)
     execution_date: Mapped[datetime] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16), default="initial", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.INITIAL, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -141,7 +140,7 @@ class BlockRun(Timestamps, Base):
         ForeignKey("mage_pipeline_run.id", ondelete="CASCADE"), index=True
     )
     block_uuid: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(20), default="initial")
+    status: Mapped[str] = mapped_column(String(20), default=BlockRunStatus.INITIAL)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -11,6 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from ..statuses import TriggerStatus
 from .database import Database, reads, writes
 from .schema import TRIGGERS, Run, Trigger, new_token, utcnow
 from .views import trigger_to_dict
@@ -29,7 +30,7 @@ class TriggerStore(Database):
         """Insert a trigger; ``values`` are already validated column values."""
         with self._sessions.begin() as s:
             trigger = Trigger(**values)
-            if values.get("status", "active") == "active":
+            if values.get("status", TriggerStatus.ACTIVE) == TriggerStatus.ACTIVE:
                 trigger.last_enabled_at = utcnow()
             s.add(trigger)
             s.flush()
@@ -97,7 +98,10 @@ class TriggerStore(Database):
             trigger = s.get(Trigger, trigger_id)
             if trigger is None:
                 return None
-            if values.get("status") == "active" and trigger.status != "active":
+            if (
+                values.get("status") == TriggerStatus.ACTIVE
+                and trigger.status != TriggerStatus.ACTIVE
+            ):
                 trigger.last_enabled_at = utcnow()
             for key, value in values.items():
                 setattr(trigger, key, value)

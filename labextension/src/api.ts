@@ -61,6 +61,36 @@ export interface ITriggerSettings {
   [key: string]: unknown;
 }
 
+// Statuses, as `jupyter_mage/statuses.py` defines them (Mage's words);
+// tests/unit/test_statuses.py keeps the two in step.
+
+/** A pipeline run's status. */
+export const RUN_STATUSES = [
+  'initial',
+  'running',
+  'completed',
+  'failed',
+  'cancelled'
+] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+/** A block run's status. */
+export const BLOCK_RUN_STATUSES = [
+  'initial',
+  'queued',
+  'running',
+  'completed',
+  'failed',
+  'cancelled',
+  'upstream_failed',
+  'condition_failed'
+] as const;
+export type BlockRunStatus = (typeof BLOCK_RUN_STATUSES)[number];
+
+/** A trigger's status. */
+export const TRIGGER_STATUSES = ['active', 'inactive'] as const;
+export type TriggerStatus = (typeof TRIGGER_STATUSES)[number];
+
 /** A trigger (`pipeline_schedule`). */
 export interface ITrigger {
   id: number;
@@ -68,13 +98,13 @@ export interface ITrigger {
   description: string | null;
   pipeline_uuid: string;
   schedule_type: string;
-  status: 'active' | 'inactive';
+  status: TriggerStatus;
   variables: JSONObject | null;
   settings: ITriggerSettings | null;
   token: string | null;
   created_at: string | null;
   updated_at: string | null;
-  last_pipeline_run_status?: string | null;
+  last_pipeline_run_status?: RunStatus | null;
   pipeline_runs_count?: number;
 }
 
@@ -83,7 +113,7 @@ export interface ITriggerInput {
   name?: string;
   description?: string;
   schedule_type?: string;
-  status?: 'active' | 'inactive';
+  status?: TriggerStatus;
   variables?: JSONObject;
   settings?: ITriggerSettings;
 }
@@ -93,7 +123,7 @@ export interface IBlockRun {
   id: number;
   pipeline_run_id: number;
   block_uuid: string;
-  status: string;
+  status: BlockRunStatus;
   started_at: string | null;
   completed_at: string | null;
   created_at: string | null;
@@ -109,7 +139,7 @@ export interface IPipelineRun {
   pipeline_schedule_id: number | null;
   pipeline_uuid: string;
   execution_date: string | null;
-  status: string;
+  status: RunStatus;
   started_at: string | null;
   completed_at: string | null;
   created_at: string | null;
@@ -139,10 +169,14 @@ export interface IRunsPage {
 }
 
 /** Run statuses after which nothing changes any more. */
-export const FINAL_RUN_STATUSES = ['completed', 'failed', 'cancelled'];
+export const FINAL_RUN_STATUSES: readonly RunStatus[] = [
+  'completed',
+  'failed',
+  'cancelled'
+];
 
 /** Block-run statuses after which nothing changes any more. */
-export const FINAL_BLOCK_STATUSES = [
+export const FINAL_BLOCK_STATUSES: readonly BlockRunStatus[] = [
   ...FINAL_RUN_STATUSES,
   'upstream_failed',
   'condition_failed'

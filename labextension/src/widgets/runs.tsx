@@ -15,7 +15,7 @@ import { errorText, formatDuration, formatTime, stripAnsi } from '../utils';
 import { Button, Section, StatusBadge } from './components';
 import { IViewContext } from './context';
 
-const ACTIVE_STATUSES = ['initial', 'queued', 'running'];
+const ACTIVE_STATUSES: readonly string[] = ['initial', 'queued', 'running'];
 
 /** The runs section of a pipeline, newest first, refreshed by the model's poll. */
 export function RunsSection(props: { ctx: IViewContext }): JSX.Element {
