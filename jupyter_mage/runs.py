@@ -4,8 +4,10 @@ Handlers parse a request and call this service; it decides and orchestrates (the
 the dispatcher's slots, the status board, the engine, the kernel pool) and returns what to
 answer. As jupyter_server's kernel handlers are: handler, manager, answer.
 
-Accepting a trigger call is one database call (``Store.create_run_for_trigger``, group commit):
-the trigger is read there and handed to :func:`admit`, which checks it against the request and
+Accepting a trigger call: the trigger's pipeline is loaded first, on the event loop's side
+(its notebook is read in a worker thread, or served from cache after one ``stat``); then one
+database call (``Store.create_run_for_trigger``, group commit) reads the trigger and hands it,
+with that pipeline, to :func:`admit`, a pure function that checks it against the request and
 says what to insert, or refuses by raising :class:`~jupyter_mage.validation.ApiError` before
 anything is written.
 """
@@ -20,11 +22,14 @@ from typing import Any
 
 from .dispatcher import Dispatcher
 from .engine import KernelEngine
-from .pipeline import PipelineNotFound, PipelineRepository
+from .pipeline import Pipeline, PipelineNotFound, PipelineRepository
 from .state import StatusBoard
 from .statuses import RUN_FINISHED, RunStatus, TriggerStatus
 from .storage import NewRun, Store, utcnow
 from .validation import ApiError
+
+#: Triggers whose pipeline the service remembers (then it forgets them all and learns again).
+_REMEMBERED_TRIGGERS = 10_000
 
 #: A check of the trigger a caller may add (the token routes check the token with it).
 TriggerCheck = Callable[[dict[str, Any]], None]
@@ -69,14 +74,15 @@ def skip_threshold(settings: dict[str, Any]) -> int | None:
 def admit(
     call: TriggerCall,
     trigger: dict[str, Any] | None,
-    repository: PipelineRepository,
+    pipeline: Pipeline | None,
     start: bool,
 ) -> dict[str, Any]:
     """What to insert for ``call`` on ``trigger`` (``Store.create_run`` arguments), or a refusal.
 
-    Runs in the database thread: no awaiting, only checks and the cached pipeline lookup (one
-    ``stat`` of an unchanged notebook). ``start``: a slot is reserved, so the run may be
-    committed ``running`` at once (a trigger with its own run limit always queues).
+    A pure function (it runs in the database thread, inside the transaction): ``pipeline`` is
+    the trigger's pipeline as loaded before (None: there is no such notebook). ``start``: a slot
+    is reserved, so the run may be committed ``running`` at once (a trigger with its own run
+    limit always queues).
     """
     if trigger is None:
         raise ApiError(404, "not_found", f"trigger {call.trigger_id} not found")
@@ -84,10 +90,8 @@ def admit(
         call.check(trigger)
     if trigger["status"] != TriggerStatus.ACTIVE:
         raise ApiError(409, "trigger_inactive", f"trigger {trigger['id']} is inactive")
-    try:
-        pipeline = repository.load(trigger["pipeline_uuid"])
-    except PipelineNotFound:
-        raise pipeline_not_found(trigger["pipeline_uuid"]) from None
+    if pipeline is None or pipeline.uuid != trigger["pipeline_uuid"]:
+        raise pipeline_not_found(trigger["pipeline_uuid"])
     settings = trigger["settings"]
     return {
         "values": {
@@ -123,6 +127,7 @@ class RunService:
         self.dispatcher = dispatcher
         self.engine = engine
         self.repository = repository
+        self._trigger_pipelines: dict[int, str] = {}
 
     async def accept(self, call: TriggerCall, wait: float | None = None) -> Answer:
         """Commit the run of a trigger call, start or queue it, and say what to answer.
@@ -132,12 +137,12 @@ class RunService:
         expires) and then answers it as ``GET api/pipeline_runs/{id}`` does.
         """
         self.engine.kernels.note_request()  # kernel starts leave a core to the server a moment
+        pipeline = await self._pipeline_of(call.trigger_id)
         reserved = self.dispatcher.reserve()
         new: NewRun | None = None
         try:
             new = await self.store.create_run_for_trigger(
-                call.trigger_id,
-                lambda trigger: admit(call, trigger, self.repository, reserved),
+                call.trigger_id, lambda trigger: admit(call, trigger, pipeline, reserved)
             )
         finally:
             if reserved:
@@ -153,6 +158,25 @@ class RunService:
         if finished is not None:
             run = await self._wait(run, new.outcome == "existing", finished, wait)
         return Answer(run)
+
+    async def _pipeline_of(self, trigger_id: int) -> Pipeline | None:
+        """The pipeline of a trigger, loaded (None: no such trigger, or no such notebook).
+
+        A trigger's pipeline never changes, so which one it is is remembered; the notebook
+        itself is checked on every call (the repository's cache costs one ``stat``).
+        """
+        uuid = self._trigger_pipelines.get(trigger_id)
+        if uuid is None:
+            uuid = await self.store.pipeline_of_trigger(trigger_id)
+            if uuid is None:
+                return None
+            if len(self._trigger_pipelines) >= _REMEMBERED_TRIGGERS:
+                self._trigger_pipelines.clear()
+            self._trigger_pipelines[trigger_id] = uuid
+        try:
+            return await self.repository.get(uuid)
+        except PipelineNotFound:
+            return None
 
     async def _wait(
         self,

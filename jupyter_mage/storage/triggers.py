@@ -18,6 +18,7 @@ from .views import trigger_to_dict
 
 #: A trigger by id, as a plain row (every trigger call reads one: built once).
 _TRIGGER_BY_ID = select(TRIGGERS).where(TRIGGERS.c.id == bindparam("id"))
+_PIPELINE_OF_TRIGGER = select(TRIGGERS.c.pipeline_uuid).where(TRIGGERS.c.id == bindparam("id"))
 
 
 class TriggerStore(Database):
@@ -45,6 +46,15 @@ class TriggerStore(Database):
                 count, last = self._run_stats(s, [trigger_id])[trigger_id]
                 trigger.update(pipeline_runs_count=count, last_pipeline_run_status=last)
             return trigger
+
+    @reads
+    def pipeline_of_trigger(self, trigger_id: int) -> str | None:
+        """The pipeline a trigger runs (it never changes), or None if there is no such trigger."""
+        with self._sessions() as s:
+            uuid: str | None = (
+                s.connection().execute(_PIPELINE_OF_TRIGGER, {"id": trigger_id}).scalar()
+            )
+            return uuid
 
     @staticmethod
     def _read_trigger(s: Session, trigger_id: int) -> dict[str, Any] | None:
