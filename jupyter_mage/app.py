@@ -16,7 +16,7 @@ from . import logscrub
 from .dispatcher import Dispatcher
 from .engine import KernelEngine
 from .handlers import ROUTES
-from .pipeline import PipelineRepository
+from .repository import PipelineRepository
 from .retention import RetentionPolicy
 from .runs import RunService
 from .state import StatusBoard

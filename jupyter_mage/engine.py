@@ -27,8 +27,9 @@ from .bootstrap import kernel_code
 from .execute import ExecuteRequest
 from .executed_notebook import write_executed_notebook
 from .kernels import KernelHandle, KernelPool
-from .pipeline import Pipeline, PipelineNotFound, PipelineRepository
+from .pipeline import Pipeline, PipelineNotFound
 from .recorder import RunRecorder, until_written
+from .repository import PipelineRepository
 from .run_messages import ActiveRun, BlockChange, BlockLogs, BlockState, RunMessages, RunOutcome
 from .state import StatusBoard
 from .statuses import BLOCK_FINISHED, BlockRunStatus, RunStatus

@@ -22,7 +22,8 @@ from typing import Any
 
 from .dispatcher import Dispatcher
 from .engine import KernelEngine
-from .pipeline import Pipeline, PipelineNotFound, PipelineRepository
+from .pipeline import Pipeline, PipelineNotFound
+from .repository import PipelineRepository
 from .state import StatusBoard
 from .statuses import RUN_FINISHED, RunStatus, TriggerStatus
 from .storage import NewRun, Store, utcnow

@@ -8,7 +8,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from jupyter_mage.pipeline import PipelineNotFound, PipelineRepository, parse_notebook
+from jupyter_mage.pipeline import PipelineNotFound, parse_notebook
+from jupyter_mage.repository import PipelineRepository
 
 from ..conftest import block_cell, write_pipeline
 
