@@ -26,7 +26,7 @@ from . import runtime
 from .bootstrap import kernel_code
 from .execute import ExecuteRequest
 from .executed_notebook import write_executed_notebook
-from .kernels import KernelHandle, KernelPool
+from .kernels import KernelHandle, KernelLease, KernelPool
 from .pipeline import Pipeline, PipelineNotFound
 from .recorder import RunRecorder, until_written
 from .repository import PipelineRepository
@@ -202,34 +202,41 @@ class KernelEngine(LoggingConfigurable):
         recorder = asyncio.create_task(recording)
         messages = RunMessages(run_id, self.logs, states, events, self.log)
         active.report, active.blocks_done = messages.report, messages.finished
-        handle = None
-        try:
-            if active.cancel_requested:  # cancelled before its kernel was asked for
-                return await self._finish(plan, pipeline, states, skip, active)
-            reuse_key = pipeline.uuid if self.kernels.reuse else None
-            handle = await self.kernels.acquire(pipeline.kernel_name or self.kernel_name, reuse_key)
-            active.kernel_id = handle.kernel_id
-            cwd = Path(pipeline.path).parent.as_posix()
-            code = kernel_code(payload, "" if cwd == "." else cwd, preloaded=handle.preloaded)
-            await self._run_in_kernel(active, handle, code, messages, plan["trigger_settings"])
-        except asyncio.CancelledError:
-            if not active.cancel_requested and active.failure is None:
-                active.failure = "the run was stopped"
-        except Exception as exc:
-            self.log.warning("run %s: kernel error: %s", run_id, exc)
-            active.failure = active.failure or f"kernel error: {exc}"
-        finally:
-            events.put_nowait(None)
-            await recorder
-        try:
+        reuse_key = pipeline.uuid if self.kernels.reuse else None
+        # The kernel's lease ends after the final status is written (then it is released in
+        # the background), however the run ended.
+        async with contextlib.AsyncExitStack() as leased:
+            lease: KernelLease | None = None
+            try:
+                if not active.cancel_requested:  # else cancelled before it had a kernel
+                    lease = await leased.enter_async_context(
+                        self.kernels.lease(
+                            pipeline.kernel_name or self.kernel_name, reuse_key, self.cancel_grace
+                        )
+                    )
+                    active.kernel_id = lease.kernel_id
+                    cwd = Path(pipeline.path).parent.as_posix()
+                    code = kernel_code(
+                        payload, "" if cwd == "." else cwd, preloaded=lease.handle.preloaded
+                    )
+                    await self._run_in_kernel(
+                        active, lease.handle, code, messages, plan["trigger_settings"]
+                    )
+            except asyncio.CancelledError:
+                if not active.cancel_requested and active.failure is None:
+                    active.failure = "the run was stopped"
+            except Exception as exc:
+                self.log.warning("run %s: kernel error: %s", run_id, exc)
+                active.failure = active.failure or f"kernel error: {exc}"
+            finally:
+                if lease is not None:  # released once this request is over
+                    lease.request = active.execute_task
+                events.put_nowait(None)
+                await recorder
             await self._finish(plan, pipeline, states, skip, active)
-        finally:
-            if handle is not None:
-                # After the final status: a kernel shutdown can stall seconds, and neither it
-                # nor the pool's refill should delay the run's answer.
+            if lease is not None:
                 clean = not (active.failure or active.cancel_requested or active.timeout_status)
-                reuse_key = pipeline.uuid if self.kernels.reuse and clean else None
-                self._spawn(self._release(active, handle, reuse_key))
+                lease.keep_for = reuse_key if clean else None
 
     async def _run_in_kernel(
         self,
@@ -278,21 +285,6 @@ class KernelEngine(LoggingConfigurable):
                 active.failure = active.failure or "the kernel died during the run"
             return
         active.report.reply = active.execute_task.result()
-
-    async def _release(
-        self, active: ActiveRun, handle: KernelHandle, reuse_key: str | None
-    ) -> None:
-        """Hand the kernel back once its request is over (a run can end a moment before)."""
-        task = active.execute_task
-        if task is not None and not task.done():
-            await asyncio.wait({task}, timeout=self.cancel_grace)
-            if not task.done():
-                task.cancel()
-                reuse_key = None
-        if task is not None and task.done() and not task.cancelled():
-            failed = task.exception() is not None or task.result().get("status") != "ok"
-            reuse_key = None if failed else reuse_key
-        await self.kernels.release(handle, reuse_key)
 
     @staticmethod
     async def _watch_kernel(kernel: Any) -> None:

@@ -88,6 +88,26 @@ class KernelHandle:
     session_id: str | None = None
 
 
+@dataclass
+class KernelLease:
+    """A kernel lent to one run (:meth:`KernelPool.lease`).
+
+    Before the lease ends, the run says what becomes of the kernel: whether it may be kept for
+    the pipeline's next run, and which request of the run must be over before it is.
+    """
+
+    handle: KernelHandle
+    #: Keep the kernel, reset, for this pipeline's next run (reuse mode); None: shut it down.
+    keep_for: str | None = None
+    #: The run's execute request: the kernel is released once it is over, or after ``grace``.
+    request: asyncio.Task[Any] | None = None
+    grace: float = 5.0
+
+    @property
+    def kernel_id(self) -> str:
+        return self.handle.kernel_id
+
+
 class KernelPool:
     """Ready kernels per kernel spec.
 
@@ -130,6 +150,7 @@ class KernelPool:
         self.log = log
         self._ready: dict[str, list[KernelHandle]] = {}
         self._filling: dict[str, asyncio.Task[None]] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
         # Kernel starts are CPU-bound (an interpreter and its imports): one per core at most
         # (more only thrash, and widen the window of concurrent port picking), and one less
         # while trigger calls arrive, so a burst of runs does not slow the answers to them.
@@ -170,6 +191,37 @@ class KernelPool:
             await self.discard(handle)  # culled or died while idle
         self.refill(kernel_name)
         return await self.start(kernel_name)
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, kernel_name: str, reuse_key: str | None = None, grace: float = 5.0
+    ) -> AsyncIterator[KernelLease]:
+        """A ready kernel for one run (see :meth:`acquire`), released when the block ends.
+
+        The release happens in the background, whatever ended the block (an error, a
+        cancellation): it first waits for the lease's ``request`` (at most ``grace`` seconds,
+        then cancels it), so that a kernel is never reset or shut down under a request, and a
+        kernel shutdown (which can stall seconds) never delays the run's answer.
+        """
+        lease = KernelLease(await self.acquire(kernel_name, reuse_key), grace=grace)
+        try:
+            yield lease
+        finally:
+            task = asyncio.ensure_future(self._end_lease(lease))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _end_lease(self, lease: KernelLease) -> None:
+        keep_for, request = lease.keep_for, lease.request
+        if request is not None and not request.done():
+            await asyncio.wait({request}, timeout=lease.grace)
+            if not request.done():
+                request.cancel()
+                keep_for = None
+        if request is not None and request.done() and not request.cancelled():
+            failed = request.exception() is not None or request.result().get("status") != "ok"
+            keep_for = None if failed else keep_for
+        await self.release(lease.handle, keep_for)
 
     async def release(self, handle: KernelHandle, reuse_key: str | None = None) -> None:
         """A run is done with its kernel: refill the pool, then recycle or shut the kernel down.
@@ -359,7 +411,9 @@ class KernelPool:
             self.log.debug("kernel %s shutdown: %s", kernel_id, exc)
 
     async def stop(self) -> None:
-        """Stop refilling and shut the idle kernels down."""
+        """Wait (bounded) for leases being released, stop refilling, shut idle kernels down."""
+        if self._releasing:
+            await asyncio.wait(self._releasing, timeout=10)
         self._stopped = True
         # Let a start in progress finish (the fill loop then shuts its kernel down): cancelling
         # it mid-launch would leave a kernel process nobody owns.
