@@ -54,14 +54,14 @@ async def test_pool_gives_each_run_a_fresh_ready_kernel(
     running = set(jp_serverapp.kernel_manager.list_kernel_ids())
     assert not running & set(kernels[:2])  # used kernels are shut down
     # JupyterLab's kernel list names ours by their session; a used kernel's session goes too
-    # (the raw rows: listing sessions would also drop stale ones, with a warning).
+    # (the raw rows, read first: listing sessions would also drop stale ones, with a warning).
+    rows = jp_serverapp.session_manager.cursor.execute("SELECT kernel_id FROM session")
+    assert {kernel_id for (kernel_id,) in rows} <= running
     [idle] = app.engine.kernels._ready["python3"]
     sessions = await mage.call("GET", "api", "sessions")
     ours = [s for s in sessions if s["type"] == SESSION_TYPE]
     assert [(s["kernel"]["id"], s["name"]) for s in ours] == [(idle.kernel_id, SESSION_NAME)]
     assert not any(s["path"].endswith(".ipynb") for s in ours)  # no notebook joins it
-    rows = jp_serverapp.session_manager.cursor.execute("SELECT kernel_id FROM session")
-    assert {kernel_id for (kernel_id,) in rows} <= running
 
 
 async def test_wait_returns_the_finished_run_with_outputs(
