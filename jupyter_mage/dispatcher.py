@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from .engine import KernelEngine
+from .records import RunPlan
 from .state import StatusBoard
 from .statuses import RunStatus
 from .storage import DatabaseUnavailable
@@ -86,7 +87,7 @@ class Dispatcher:
         self._reserved += 1
         return True
 
-    def start(self, plan: dict[str, Any] | None) -> None:
+    def start(self, plan: RunPlan | None) -> None:
         """Execute a run committed ``running`` on a reserved slot; None releases the slot."""
         self._reserved -= 1
         if plan is None:
@@ -125,10 +126,10 @@ class Dispatcher:
             except Exception:
                 self.log.exception("claiming runs failed")
 
-    def _launch(self, plan: dict[str, Any]) -> None:
+    def _launch(self, plan: RunPlan) -> None:
         self._running.add(asyncio.ensure_future(self._execute(plan)))
 
-    async def _execute(self, plan: dict[str, Any]) -> None:
+    async def _execute(self, plan: RunPlan) -> None:
         run_id = plan["id"]
         try:
             await self.engine.execute(plan)

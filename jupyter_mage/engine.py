@@ -29,6 +29,7 @@ from .executed_notebook import write_executed_notebook
 from .kernels import KernelHandle, KernelLease, KernelPool
 from .pipeline import Pipeline, PipelineNotFound
 from .recorder import RunRecorder, until_written
+from .records import RunPlan
 from .repository import PipelineRepository
 from .run_messages import ActiveRun, BlockChange, BlockLogs, BlockState, RunMessages, RunOutcome
 from .state import StatusBoard
@@ -135,7 +136,7 @@ class KernelEngine(LoggingConfigurable):
 
     # -- public API --------------------------------------------------------------------------
 
-    async def execute(self, plan: dict[str, Any]) -> None:
+    async def execute(self, plan: RunPlan) -> None:
         """Run a claimed (``running``) run to its final status. Never raises for run failures.
 
         ``plan`` is the run as :meth:`Store.claim_runs` (or a started ``create_run``) gives it.
@@ -179,7 +180,7 @@ class KernelEngine(LoggingConfigurable):
 
     # -- one run -----------------------------------------------------------------------------
 
-    async def _execute(self, plan: dict[str, Any], active: ActiveRun) -> None:
+    async def _execute(self, plan: RunPlan, active: ActiveRun) -> None:
         run_id = plan["id"]
         try:
             pipeline = await self.repository.get(plan["pipeline_uuid"])
@@ -320,7 +321,7 @@ class KernelEngine(LoggingConfigurable):
     # -- block runs and events ---------------------------------------------------------------
 
     async def _prepare_block_runs(
-        self, plan: dict[str, Any], pipeline: Pipeline
+        self, plan: RunPlan, pipeline: Pipeline
     ) -> tuple[dict[str, BlockState], set[str]]:
         """Create missing block runs, or (on retry) reset the ones to run again; which to skip.
 
@@ -358,7 +359,7 @@ class KernelEngine(LoggingConfigurable):
             states[block.uuid] = BlockState(row["id"], BlockRunStatus(status))
         return states, {b.uuid for b in blocks if b.uuid not in needed}
 
-    def _payload(self, plan: dict[str, Any], pipeline: Pipeline, skip: set[str]) -> dict[str, Any]:
+    def _payload(self, plan: RunPlan, pipeline: Pipeline, skip: set[str]) -> dict[str, Any]:
         event_variables = plan["event_variables"] or {}
         run_variables = plan["variables"]
         execution_date = parse_time(plan["execution_date"])
@@ -407,7 +408,7 @@ class KernelEngine(LoggingConfigurable):
         )
 
     def _ending(
-        self, plan: dict[str, Any], states: dict[str, BlockState], skip: set[str], active: ActiveRun
+        self, plan: RunPlan, states: dict[str, BlockState], skip: set[str], active: ActiveRun
     ) -> RunOutcome:
         """The run's final status and, unless it completed, why.
 
@@ -434,7 +435,7 @@ class KernelEngine(LoggingConfigurable):
 
     async def _finish(
         self,
-        plan: dict[str, Any],
+        plan: RunPlan,
         pipeline: Pipeline,
         states: dict[str, BlockState],
         skip: set[str],

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
 
 import nbformat
 
 from .pipeline import Pipeline
+from .records import RunPlan
 from .run_messages import BlockState
 from .variables import merge_variables
 
@@ -17,7 +17,7 @@ from .variables import merge_variables
 def write_executed_notebook(
     runs_path: Path,
     root: Path,
-    plan: dict[str, Any],
+    plan: RunPlan,
     pipeline: Pipeline,
     states: dict[str, BlockState],
     status: str,

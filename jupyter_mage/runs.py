@@ -23,6 +23,7 @@ from typing import Any
 from .dispatcher import Dispatcher
 from .engine import KernelEngine
 from .pipeline import Pipeline, PipelineNotFound
+from .records import RunRecord, TriggerRecord
 from .repository import PipelineRepository
 from .state import StatusBoard
 from .statuses import RUN_FINISHED, RunStatus, TriggerStatus
@@ -33,7 +34,7 @@ from .validation import ApiError
 _REMEMBERED_TRIGGERS = 10_000
 
 #: A check of the trigger a caller may add (the token routes check the token with it).
-TriggerCheck = Callable[[dict[str, Any]], None]
+TriggerCheck = Callable[[TriggerRecord], None]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Answer:
     """What a trigger call is answered: the run, and the refusal that still shows it, if any
     (a ``skip`` trigger's run recorded as cancelled: HTTP 409 ``run_skipped``)."""
 
-    run: dict[str, Any]
+    run: RunRecord
     refusal: ApiError | None = None
 
 
@@ -74,7 +75,7 @@ def skip_threshold(settings: dict[str, Any]) -> int | None:
 
 def admit(
     call: TriggerCall,
-    trigger: dict[str, Any] | None,
+    trigger: TriggerRecord | None,
     pipeline: Pipeline | None,
     start: bool,
 ) -> dict[str, Any]:
@@ -181,11 +182,11 @@ class RunService:
 
     async def _wait(
         self,
-        run: dict[str, Any],
+        run: RunRecord,
         existing: bool,
-        finished: asyncio.Future[dict[str, Any]],
+        finished: asyncio.Future[RunRecord],
         wait: float | None,
-    ) -> dict[str, Any]:
+    ) -> RunRecord:
         try:
             if existing:  # it may have ended before we started watching
                 run = await self.store.get_run(run["id"]) or run
@@ -200,7 +201,7 @@ class RunService:
             run = await self.store.get_run(run["id"], with_blocks=True) or run
         return run
 
-    async def cancel(self, run: dict[str, Any]) -> None:
+    async def cancel(self, run: RunRecord) -> None:
         """Cancel a queued or running run; for a running one, wait (bounded) for its end."""
         if run["status"] in RUN_FINISHED:
             raise ApiError(409, "run_finished", f"run {run['id']} is already {run['status']}")
@@ -218,7 +219,7 @@ class RunService:
         # Queued, or running on no engine of this server: cancel the row directly.
         await self.board.run(run["id"], RunStatus.CANCELLED)
 
-    async def retry(self, run: dict[str, Any]) -> None:
+    async def retry(self, run: RunRecord) -> None:
         """Put a failed or cancelled run back in the queue; its unfinished blocks run again."""
         if run["status"] not in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise ApiError(

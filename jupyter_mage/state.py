@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .records import BlockRunRecord, RunPlan, RunRecord
 from .statuses import BLOCK_FINISHED, RUN_FINISHED, BlockRunStatus, RunStatus
 from .storage import Store, utcnow
 
@@ -52,13 +53,13 @@ class StatusBoard:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._watched: dict[int, set[asyncio.Future[dict[str, Any]]]] = {}
+        self._watched: dict[int, set[asyncio.Future[RunRecord]]] = {}
 
-    async def claim_runs(self, limit: int) -> list[dict[str, Any]]:
+    async def claim_runs(self, limit: int) -> list[RunPlan]:
         """Claim up to ``limit`` queued runs (``initial`` → ``running``, atomically): their plans."""
         return await self.store.claim_runs(limit)
 
-    async def run(self, run_id: int, status: RunStatus, **values: Any) -> dict[str, Any] | None:
+    async def run(self, run_id: int, status: RunStatus, **values: Any) -> RunRecord | None:
         """Move a run to ``status``; None if the move is not allowed from where it is."""
         values["status"] = status
         if status == RunStatus.RUNNING:
@@ -79,7 +80,7 @@ class StatusBoard:
 
     async def block(
         self, block_run_id: int, status: BlockRunStatus, logs: str = "", **values: Any
-    ) -> dict[str, Any] | None:
+    ) -> BlockRunRecord | None:
         """Move a block run to ``status`` (appending ``logs``); None if not allowed."""
         return await self.store.transition_block_run(
             block_run_id, BLOCK_TRANSITIONS[status], _block_values(status, values), logs
@@ -107,14 +108,14 @@ class StatusBoard:
             ]
         )
 
-    def watch(self, run_id: int) -> asyncio.Future[dict[str, Any]]:
+    def watch(self, run_id: int) -> asyncio.Future[RunRecord]:
         """A future resolved with the run when it ends, block runs and outputs included (as
         ``GET api/pipeline_runs/{id}`` answers it); pair with :meth:`unwatch`."""
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
         self._watched.setdefault(run_id, set()).add(future)
         return future
 
-    def unwatch(self, run_id: int, future: asyncio.Future[dict[str, Any]]) -> None:
+    def unwatch(self, run_id: int, future: asyncio.Future[RunRecord]) -> None:
         """Forget a future from :meth:`watch` (resolved or not)."""
         waiters = self._watched.get(run_id)
         if waiters is not None:

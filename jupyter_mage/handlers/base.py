@@ -10,6 +10,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from ..pipeline import PipelineNotFound
+from ..records import TriggerRecord
 from ..runs import TriggerCall, TriggerCheck, pipeline_not_found
 from ..storage import DatabaseUnavailable
 from ..validation import (
@@ -105,7 +106,7 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(_error_body(status_code, error_type, message)))
 
-    async def find_trigger(self, trigger_id: str) -> dict[str, Any]:
+    async def find_trigger(self, trigger_id: str) -> TriggerRecord:
         """A trigger by path id (with its run statistics), or 404."""
         trigger = await self.mage.store.get_trigger(parse_id(trigger_id, "trigger"))
         if trigger is None:

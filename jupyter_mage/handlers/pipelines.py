@@ -8,6 +8,7 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..records import BlockRunRecord, RunRecord
 from ..validation import (
     ApiError,
     positive_int,
@@ -103,7 +104,7 @@ class PipelineLogsHandler(MageHandler):
         )
 
 
-def _run_log_text(run: dict[str, Any]) -> str:
+def _run_log_text(run: RunRecord) -> str:
     lines = [f"{run['created_at']} pipeline run {run['id']} accepted ({run['pipeline_uuid']})"]
     if run["started_at"]:
         lines.append(f"{run['started_at']} started")
@@ -115,7 +116,7 @@ def _run_log_text(run: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def block_log(uuid: str, block: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+def block_log(uuid: str, block: BlockRunRecord, runs: list[RunRecord]) -> dict[str, Any]:
     partition = next(
         (
             r["variables"].get("execution_partition")

@@ -7,6 +7,7 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..records import BlockRunRecord, RunRecord
 from ..statuses import RunStatus
 from ..validation import (
     RUN_STATUSES,
@@ -54,7 +55,7 @@ class RunsHandler(MageHandler):
 class RunHandler(MageHandler):
     """``GET api/pipeline_runs/{id}``; ``PUT`` cancels or retries."""
 
-    async def _find(self, run_id: str) -> dict[str, Any]:
+    async def _find(self, run_id: str) -> RunRecord:
         run = await self.mage.store.get_run(parse_id(run_id, "pipeline run"), with_blocks=True)
         if run is None:
             raise ApiError(404, "not_found", f"pipeline run {run_id} not found")
@@ -111,7 +112,7 @@ class BlockRunsHandler(MageHandler):
 
 
 class _BlockRunHandler(MageHandler):
-    async def find_block_run(self, block_run_id: str) -> dict[str, Any]:
+    async def find_block_run(self, block_run_id: str) -> BlockRunRecord:
         block = await self.mage.store.get_block_run(parse_id(block_run_id, "block run"))
         if block is None:
             raise ApiError(404, "not_found", f"block run {block_run_id} not found")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from tornado import web
 
+from ..records import TriggerRecord
 from ..validation import (
     ApiError,
     envelope,
@@ -100,7 +100,7 @@ class _TokenTriggerHandler(MageHandler):
         return None
 
     async def trigger_with_token(self, trigger_id: str, token: str | None) -> None:
-        def check(trigger: dict[str, Any]) -> None:
+        def check(trigger: TriggerRecord) -> None:
             # Token first: a wrong token learns nothing about the trigger's type or status.
             if not token or not hmac.compare_digest(token.encode(), trigger["token"].encode()):
                 raise ApiError(403, "invalid_token", "invalid token for this trigger")

@@ -24,6 +24,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
+from ..records import BlockRunRecord, RunPlan, RunRecord, TriggerRecord
 from ..statuses import BLOCK_FINISHED, BlockRunStatus, RunStatus
 from .database import DatabaseUnavailable, unavailable_reason, writes
 from .runs import RunStore
@@ -42,10 +43,10 @@ class NewRun:
     run was recorded as ``cancelled``).
     """
 
-    run: dict[str, Any]
+    run: RunRecord
     outcome: str
     #: The run as :meth:`Store.claim_runs` gives it (``started`` only).
-    plan: dict[str, Any] | None = None
+    plan: RunPlan | None = None
 
 
 class RunQueue(TriggerStore, RunStore):
@@ -165,7 +166,7 @@ class RunQueue(TriggerStore, RunStore):
         return NewRun(run_to_dict(accepted), outcome, self._plan(s, run))
 
     async def create_run_for_trigger(
-        self, trigger_id: int, admit: Callable[[dict[str, Any] | None], dict[str, Any]]
+        self, trigger_id: int, admit: Callable[[TriggerRecord | None], dict[str, Any]]
     ) -> NewRun:
         """:meth:`create_run` for a trigger call, in one database call.
 
@@ -203,7 +204,7 @@ class RunQueue(TriggerStore, RunStore):
         """The calls of ``batch`` in one transaction; each gets its run or its refusal."""
         try:
             with self._sessions.begin() as s:
-                triggers: dict[int, dict[str, Any] | None] = {}
+                triggers: dict[int, TriggerRecord | None] = {}
                 outcomes: list[NewRun | BaseException] = []
                 for call in batch:
                     if call.trigger_id not in triggers:
@@ -233,14 +234,14 @@ class RunQueue(TriggerStore, RunStore):
             return exc if reason is None else DatabaseUnavailable(reason)
 
     @staticmethod
-    def _find_idempotent(s: Session, trigger_id: int | None, key: str) -> dict[str, Any] | None:
+    def _find_idempotent(s: Session, trigger_id: int | None, key: str) -> RunRecord | None:
         run = s.scalar(
             select(Run).where(Run.pipeline_schedule_id == trigger_id, Run.idempotency_key == key)
         )
         return run_to_dict(run) if run is not None else None
 
     @writes
-    def claim_runs(self, limit: int) -> list[dict[str, Any]]:
+    def claim_runs(self, limit: int) -> list[RunPlan]:
         """Move up to ``limit`` of the oldest ``initial`` runs to ``running``; their plans.
 
         On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED`` so several servers can
@@ -307,20 +308,33 @@ class RunQueue(TriggerStore, RunStore):
         allowed_from: Iterable[str],
         values: dict[str, Any],
         with_blocks: bool = False,
-    ) -> dict[str, Any] | None:
+    ) -> RunRecord | None:
         """Write ``values`` only if the run's status is one of ``allowed_from`` (atomically).
 
         Returns the updated run (with its block runs and their outputs if ``with_blocks``), or
         None when the run is missing or in another status.
         """
-        return self._transition(Run, run_id, list(allowed_from), values, "", with_blocks)
+        with self._sessions.begin() as s:
+            if not self._update_if(s, Run, run_id, list(allowed_from), values, ""):
+                return None
+            run = s.get(Run, run_id, populate_existing=True)
+            assert run is not None  # updated in this transaction
+            data = run_to_dict(run)
+            if with_blocks:
+                data["block_runs"] = self._block_runs(s, [run_id], with_outputs=True)[run_id]
+            return data
 
     @writes
     def transition_block_run(
         self, block_run_id: int, allowed_from: Iterable[str], values: dict[str, Any], logs: str = ""
-    ) -> dict[str, Any] | None:
+    ) -> BlockRunRecord | None:
         """As :meth:`transition_run`, for a block run; ``logs`` is appended to its log."""
-        return self._transition(BlockRun, block_run_id, list(allowed_from), values, logs)
+        with self._sessions.begin() as s:
+            if not self._update_if(s, BlockRun, block_run_id, list(allowed_from), values, logs):
+                return None
+            block = s.get(BlockRun, block_run_id, populate_existing=True)
+            assert block is not None  # updated in this transaction
+            return block_run_to_dict(block)
 
     @writes
     def transition_block_runs(
@@ -336,28 +350,6 @@ class RunQueue(TriggerStore, RunStore):
                 self._update_if(s, BlockRun, row_id, allowed, values, logs)
                 for row_id, allowed, values, logs in changes
             ]
-
-    def _transition(
-        self,
-        model: type[Run | BlockRun],
-        row_id: int,
-        allowed_from: list[str],
-        values: dict[str, Any],
-        logs: str = "",
-        with_blocks: bool = False,
-    ) -> dict[str, Any] | None:
-        with self._sessions.begin() as s:
-            if not self._update_if(s, model, row_id, allowed_from, values, logs):
-                return None
-            row = s.get(model, row_id, populate_existing=True)
-            assert row is not None
-            if isinstance(row, BlockRun):
-                return block_run_to_dict(row)
-            assert isinstance(row, Run)
-            data = run_to_dict(row)
-            if with_blocks:
-                data["block_runs"] = self._block_runs(s, [row_id], with_outputs=True)[row_id]
-            return data
 
     @staticmethod
     def _update_if(
@@ -418,7 +410,7 @@ class _TriggerCall:
     """A trigger call waiting for the database thread (see :meth:`Store.create_run_for_trigger`)."""
 
     trigger_id: int
-    admit: Callable[[dict[str, Any] | None], dict[str, Any]]
+    admit: Callable[[TriggerRecord | None], dict[str, Any]]
     future: asyncio.Future[NewRun]
 
 

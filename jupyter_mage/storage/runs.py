@@ -11,6 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from ..records import BlockRunRecord, RunPlan, RunRecord
 from ..statuses import BlockRunStatus
 from .database import Database, reads, writes
 from .schema import BlockRun, Run
@@ -21,7 +22,7 @@ class RunStore(Database):
     """Reading runs and block runs; creating block runs."""
 
     @reads
-    def get_run(self, run_id: int, with_blocks: bool = False) -> dict[str, Any] | None:
+    def get_run(self, run_id: int, with_blocks: bool = False) -> RunRecord | None:
         """One run (and its block runs), or None."""
         with self._sessions() as s:
             run = s.get(Run, run_id)
@@ -32,18 +33,19 @@ class RunStore(Database):
                 data["block_runs"] = self._block_runs(s, [run_id], with_outputs=True)[run_id]
             return data
 
-    def _plan(self, s: Session, run: Run) -> dict[str, Any]:
+    def _plan(self, s: Session, run: Run) -> RunPlan:
         """Everything the engine needs to start a run, including private columns."""
-        data = run_to_dict(run)
-        data["trigger_variables"] = run.trigger_variables or {}
-        data["trigger_settings"] = run.trigger_settings or {}
-        data["block_runs"] = self._block_runs(s, [run.id])[run.id]
-        return data
+        return RunPlan(
+            **run_to_dict(run),
+            trigger_variables=run.trigger_variables or {},
+            trigger_settings=run.trigger_settings or {},
+            block_runs=self._block_runs(s, [run.id])[run.id],
+        )
 
     @reads
     def list_runs(
         self, filters: dict[str, Any], limit: int, offset: int, with_blocks: bool = True
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[RunRecord], int]:
         """Runs newest first, filtered by column equality; also the total count."""
         with self._sessions() as s:
             conditions = [getattr(Run, key) == value for key, value in filters.items()]
@@ -71,7 +73,7 @@ class RunStore(Database):
     # -- block runs --------------------------------------------------------------------------
 
     @writes
-    def create_block_runs(self, run_id: int, block_uuids: Iterable[str]) -> list[dict[str, Any]]:
+    def create_block_runs(self, run_id: int, block_uuids: Iterable[str]) -> list[BlockRunRecord]:
         """Create one ``initial`` block run per block; returns them in the given order."""
         with self._sessions.begin() as s:
             blocks = [BlockRun(pipeline_run_id=run_id, block_uuid=u) for u in block_uuids]
@@ -80,13 +82,13 @@ class RunStore(Database):
             return [block_run_to_dict(b) for b in blocks]
 
     @reads
-    def list_block_runs(self, run_id: int) -> list[dict[str, Any]]:
+    def list_block_runs(self, run_id: int) -> list[BlockRunRecord]:
         """Block runs of one run, in the order they were created (dependency order)."""
         with self._sessions() as s:
             return self._block_runs(s, [run_id])[run_id]
 
     @reads
-    def get_block_run(self, block_run_id: int) -> dict[str, Any] | None:
+    def get_block_run(self, block_run_id: int) -> BlockRunRecord | None:
         """A block run with its logs and outputs, or None."""
         with self._sessions() as s:
             block = s.get(BlockRun, block_run_id)
@@ -98,7 +100,7 @@ class RunStore(Database):
             return data
 
     @reads
-    def block_runs_with_logs(self, run_ids: list[int]) -> list[dict[str, Any]]:
+    def block_runs_with_logs(self, run_ids: list[int]) -> list[BlockRunRecord]:
         """Block runs of several runs, logs included (for the pipeline logs route)."""
         with self._sessions() as s:
             rows = s.scalars(
@@ -109,8 +111,8 @@ class RunStore(Database):
     @staticmethod
     def _block_runs(
         s: Session, run_ids: list[int], with_outputs: bool = False
-    ) -> dict[int, list[dict[str, Any]]]:
-        found: dict[int, list[dict[str, Any]]] = {i: [] for i in run_ids}
+    ) -> dict[int, list[BlockRunRecord]]:
+        found: dict[int, list[BlockRunRecord]] = {i: [] for i in run_ids}
         for block in s.scalars(
             select(BlockRun).where(BlockRun.pipeline_run_id.in_(run_ids)).order_by(BlockRun.id)
         ):
@@ -121,13 +123,11 @@ class RunStore(Database):
         return found
 
     @reads
-    def get_runs(
-        self, run_ids: Iterable[int], pipeline_uuid: str | None = None
-    ) -> list[dict[str, Any]]:
+    def get_runs(self, run_ids: Iterable[int], pipeline_uuid: str | None = None) -> list[RunRecord]:
         """Runs by id, newest first (optionally only those of one pipeline); missing ids are left
         out. Block runs are not included."""
         wanted = sorted(set(run_ids))
-        found: list[dict[str, Any]] = []
+        found: list[RunRecord] = []
         with self._sessions() as s:
             for start in range(0, len(wanted), 500):  # bounded IN lists on any database
                 query = select(Run).where(Run.id.in_(wanted[start : start + 500]))

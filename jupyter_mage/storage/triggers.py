@@ -11,6 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from ..records import TriggerRecord
 from ..statuses import TriggerStatus
 from .database import Database, reads, writes
 from .schema import TRIGGERS, Run, Trigger, new_token, utcnow
@@ -27,7 +28,7 @@ class TriggerStore(Database):
     # -- triggers ----------------------------------------------------------------------------
 
     @writes
-    def create_trigger(self, values: dict[str, Any]) -> dict[str, Any]:
+    def create_trigger(self, values: dict[str, Any]) -> TriggerRecord:
         """Insert a trigger; ``values`` are already validated column values."""
         with self._sessions.begin() as s:
             trigger = Trigger(**values)
@@ -38,13 +39,13 @@ class TriggerStore(Database):
             return trigger_to_dict(trigger)
 
     @reads
-    def get_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+    def get_trigger(self, trigger_id: int) -> TriggerRecord | None:
         """One trigger with its run count and last run status, or None."""
         with self._sessions() as s:
             trigger = self._read_trigger(s, trigger_id)
             if trigger is not None:
                 count, last = self._run_stats(s, [trigger_id])[trigger_id]
-                trigger.update(pipeline_runs_count=count, last_pipeline_run_status=last)
+                trigger["pipeline_runs_count"], trigger["last_pipeline_run_status"] = count, last
             return trigger
 
     @reads
@@ -57,13 +58,13 @@ class TriggerStore(Database):
             return uuid
 
     @staticmethod
-    def _read_trigger(s: Session, trigger_id: int) -> dict[str, Any] | None:
+    def _read_trigger(s: Session, trigger_id: int) -> TriggerRecord | None:
         """The trigger without its run statistics (a plain row: trigger calls read it)."""
         row = s.connection().execute(_TRIGGER_BY_ID, {"id": trigger_id}).first()
         return trigger_to_dict(row) if row is not None else None
 
     @reads
-    def list_triggers(self, pipeline_uuid: str | None = None) -> list[dict[str, Any]]:
+    def list_triggers(self, pipeline_uuid: str | None = None) -> list[TriggerRecord]:
         """Triggers, newest first, optionally of one pipeline."""
         with self._sessions() as s:
             query = select(Trigger).order_by(Trigger.id.desc())
@@ -102,7 +103,7 @@ class TriggerStore(Database):
     @writes
     def update_trigger(
         self, trigger_id: int, values: dict[str, Any], rotate_token: bool = False
-    ) -> dict[str, Any] | None:
+    ) -> TriggerRecord | None:
         """Update columns (and maybe the token) of a trigger; None if it does not exist."""
         with self._sessions.begin() as s:
             trigger = s.get(Trigger, trigger_id)
@@ -123,7 +124,7 @@ class TriggerStore(Database):
             return trigger_to_dict(trigger, *stats.get(trigger_id, (0, None)))
 
     @writes
-    def delete_trigger(self, trigger_id: int) -> dict[str, Any] | None:
+    def delete_trigger(self, trigger_id: int) -> TriggerRecord | None:
         """Delete a trigger (its runs stay); returns what was deleted, or None."""
         with self._sessions.begin() as s:
             trigger = s.get(Trigger, trigger_id)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy.engine import Row
 
+from ..records import BlockRunRecord, RunRecord, TriggerRecord
 from .schema import BlockRun, Run, Trigger
 
 
+@overload
+def format_time(value: datetime) -> str: ...
+@overload
+def format_time(value: datetime | None) -> str | None: ...
 def format_time(value: datetime | None) -> str | None:
     """A timestamp as Mage writes it: ``YYYY-MM-DD HH:MM:SS.ffffff+00:00``."""
     if value is None:
@@ -22,7 +27,7 @@ def format_time(value: datetime | None) -> str | None:
 
 def trigger_to_dict(
     t: Trigger | Row[Any], runs_count: int = 0, last_status: str | None = None
-) -> dict[str, Any]:
+) -> TriggerRecord:
     """A trigger as the API shows it to authenticated users (token included)."""
     return {
         "id": t.id,
@@ -45,7 +50,7 @@ def trigger_to_dict(
     }
 
 
-def run_to_dict(r: Run) -> dict[str, Any]:
+def run_to_dict(r: Run) -> RunRecord:
     """A run with Mage's columns, plus the trigger's name and the executed notebook."""
     return {
         "id": r.id,
@@ -68,7 +73,7 @@ def run_to_dict(r: Run) -> dict[str, Any]:
     }
 
 
-def block_run_to_dict(b: BlockRun) -> dict[str, Any]:
+def block_run_to_dict(b: BlockRun) -> BlockRunRecord:
     """A block run with Mage's fields (logs and outputs have their own routes)."""
     return {
         "id": b.id,
