@@ -106,29 +106,30 @@ class MageApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         """Build the services handlers use (reached as ``self.extensionapp.<service>``)."""
+        serverapp = self.serverapp
+        assert serverapp is not None, "jupyter-mage runs as an extension of a Jupyter server"
+        assert serverapp.kernel_manager is not None
         logscrub.install(
             logging.getLogger("tornado.access"),
             logging.getLogger("tornado.general"),
             logging.getLogger("tornado.application"),
-            self.serverapp.log if self.serverapp else self.log,
+            serverapp.log,
             self.log,
         )
         os.makedirs(jupyter_data_dir(), exist_ok=True)
-        root_dir = self.serverapp.root_dir if self.serverapp else os.getcwd()
+        root_dir = serverapp.root_dir
         self.store = Store(self.db_url, busy_timeout=self.db_busy_timeout)
         if self.store.unavailable:  # the routes still load, and answer 503 with the reason
             self.log.error("jupyter-mage: %s", self.store.unavailable)
         self.board = StatusBoard(self.store)
-        self.repository = PipelineRepository(
-            root_dir, contents_manager=self.serverapp.contents_manager if self.serverapp else None
-        )
+        self.repository = PipelineRepository(root_dir, contents_manager=serverapp.contents_manager)
         self.engine = KernelEngine(
             parent=self,
             store=self.store,
             board=self.board,
             repository=self.repository,
-            kernel_manager=self.serverapp.kernel_manager if self.serverapp else None,
-            session_manager=self.serverapp.session_manager if self.serverapp else None,
+            kernel_manager=serverapp.kernel_manager,
+            session_manager=serverapp.session_manager,
             pool_size=self.kernel_pool_size,
             reuse_kernels=self.kernel_reuse,
         )

@@ -18,7 +18,10 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.manager import KernelManager
 from jupyter_core.utils import ensure_async
+from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
+from jupyter_server.services.sessions.sessionmanager import SessionManager
 from traitlets import Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
@@ -98,8 +101,8 @@ class KernelEngine(LoggingConfigurable):
         store: Store,
         board: StatusBoard,
         repository: PipelineRepository,
-        kernel_manager: Any,
-        session_manager: Any = None,
+        kernel_manager: MappingKernelManager,
+        session_manager: SessionManager | None = None,
         pool_size: int = 0,
         reuse_kernels: bool = False,
         **kwargs: Any,
@@ -288,16 +291,18 @@ class KernelEngine(LoggingConfigurable):
         active.report.reply = active.execute_task.result()
 
     @staticmethod
-    async def _watch_kernel(kernel: Any) -> None:
+    async def _watch_kernel(kernel: KernelManager) -> None:
         # A dead kernel never answers: detect it instead of waiting forever on iopub. (Run
-        # kernels have no restarter: see KernelPool.start.)
+        # kernels have no restarter: see KernelPool.start.) A local kernel's end is known only
+        # by polling its process (the restarter polls too); there is no event to await.
         while await ensure_async(kernel.is_alive()):
             await asyncio.sleep(WATCH_INTERVAL)
 
     async def _interrupt_then_kill(self, active: ActiveRun) -> None:
         kernel_id = active.kernel_id
+        assert kernel_id is not None  # called once the run has its kernel
         try:
-            await ensure_async(self.kernel_manager.interrupt_kernel(kernel_id))
+            await ensure_async(self.kernel_manager.get_kernel(kernel_id).interrupt_kernel())
         except Exception as exc:
             self.log.warning("run %s: interrupt failed: %s", active.run_id, exc)
 

@@ -13,14 +13,47 @@ lack.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 #: Seconds of silence on iopub after the shell reply before the request counts as over though
 #: its ``idle`` status never came.
 REPLY_GRACE = 2.0
 
 MessageHook = Callable[[dict[str, Any]], None]
+
+
+class MessageChannel(Protocol):
+    """A kernel channel as runs read it: messages, awaited (``queue.Empty`` after ``timeout``)."""
+
+    async def get_msg(self, timeout: float | None = None) -> dict[str, Any]: ...
+
+
+class KernelConnection(Protocol):
+    """What runs need of a kernel's client: jupyter_client's ``AsyncKernelClient`` for local
+    kernels, :class:`jupyter_mage.gateway.GatewayKernelConnection` for a gateway's."""
+
+    @property
+    def shell_channel(self) -> MessageChannel: ...
+
+    @property
+    def iopub_channel(self) -> MessageChannel: ...
+
+    def execute(
+        self,
+        code: str,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: dict[str, Any] | None = None,
+        allow_stdin: bool | None = None,
+        stop_on_error: bool = True,
+    ) -> str: ...
+
+    def kernel_info(self) -> str: ...
+
+    def start_channels(self) -> Awaitable[None] | None: ...
+
+    def stop_channels(self) -> None: ...
 
 
 class ExecuteRequest:
@@ -34,7 +67,7 @@ class ExecuteRequest:
         Called with every iopub message of this request except its status messages.
     """
 
-    def __init__(self, client: Any, on_message: MessageHook | None = None) -> None:
+    def __init__(self, client: KernelConnection, on_message: MessageHook | None = None) -> None:
         self.client = client
         self.on_message = on_message
         self.msg_id: str | None = None
@@ -89,6 +122,8 @@ class ExecuteRequest:
                 self.on_message(msg)
 
 
-async def execute(client: Any, code: str, timeout: float | None = None) -> dict[str, Any]:
+async def execute(
+    client: KernelConnection, code: str, timeout: float | None = None
+) -> dict[str, Any]:
     """Run ``code`` (its output ignored); the reply's content. ``TimeoutError`` after ``timeout``."""
     return await asyncio.wait_for(ExecuteRequest(client).run(code), timeout)

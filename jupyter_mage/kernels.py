@@ -30,9 +30,14 @@ from queue import Empty
 from typing import Any
 
 import zmq.asyncio
+from jupyter_client.client import KernelClient
+from jupyter_client.manager import KernelManager
 from jupyter_core.utils import ensure_async
+from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
+from jupyter_server.services.sessions.sessionmanager import ModelName, SessionManager
+from jupyter_server.utils import ApiPath
 
-from .execute import execute
+from .execute import KernelConnection, MessageChannel, execute
 
 # Run in a reused kernel between two runs: forget the run's names, go back to the root dir,
 # drop the per-block loggers the run created.
@@ -80,7 +85,7 @@ class KernelHandle:
     """A started kernel with a connected, ready client."""
 
     kernel_id: str
-    client: Any
+    client: KernelConnection
     kernel_name: str = ""
     #: The warm-up code ran: the run-time is loaded in the kernel.
     preloaded: bool = False
@@ -131,13 +136,13 @@ class KernelPool:
 
     def __init__(
         self,
-        kernel_manager: Any,
+        kernel_manager: MappingKernelManager,
         size: int,
         startup_timeout: float,
         log: logging.Logger,
         warmup_code: str = "",
         reuse: bool = False,
-        session_manager: Any = None,
+        session_manager: SessionManager | None = None,
     ) -> None:
         self.kernel_manager = kernel_manager
         self.session_manager = session_manager
@@ -289,12 +294,10 @@ class KernelPool:
 
     async def _start_once(self, kernel_name: str) -> KernelHandle:
         async with self._start_slot():
-            kernel_id = await ensure_async(
-                self.kernel_manager.start_kernel(
-                    kernel_name=kernel_name, path="", env=kernel_environment()
-                )
+            kernel_id: str = await self.kernel_manager.start_kernel(
+                kernel_name=kernel_name, path=ApiPath(""), env=kernel_environment()
             )
-            client = None
+            client: KernelClient | None = None
             try:
                 kernel = self.kernel_manager.get_kernel(kernel_id)
                 # A run's kernel that dies is discarded, never restarted: a restart would
@@ -302,7 +305,7 @@ class KernelPool:
                 kernel.stop_restarter()
                 kernel.autorestart = False
                 client = kernel.client(context=self._context)
-                await ensure_async(client.start_channels())
+                client.start_channels()
                 await self._wait_ready(kernel, client)
             except BaseException:
                 if client is not None:
@@ -321,7 +324,7 @@ class KernelPool:
         try:
             session = await self.session_manager.create_session(
                 path=f"{SESSION_TYPE}/{handle.kernel_id}",
-                name=SESSION_NAME,
+                name=ModelName(SESSION_NAME),
                 type=SESSION_TYPE,
                 kernel_id=handle.kernel_id,
             )
@@ -329,7 +332,7 @@ class KernelPool:
         except Exception as exc:  # a name is a courtesy, never a reason to fail a run
             self.log.debug("kernel %s: no session: %s", handle.kernel_id, exc)
 
-    async def _wait_ready(self, kernel: Any, client: Any) -> None:
+    async def _wait_ready(self, kernel: KernelManager, client: KernelConnection) -> None:
         """Until the kernel answers ``kernel_info`` and its iopub is connected.
 
         Checks that the kernel process is alive between tries, so a kernel that died at start
@@ -352,7 +355,7 @@ class KernelPool:
                 )
 
     @staticmethod
-    async def _replied(channel: Any, msg_id: str, msg_type: str) -> bool:
+    async def _replied(channel: MessageChannel, msg_id: str, msg_type: str) -> bool:
         """A message of that type, answering ``msg_id``, arrives within ``READY_POLL`` s."""
         loop = asyncio.get_running_loop()
         until = loop.time() + READY_POLL
@@ -398,6 +401,8 @@ class KernelPool:
         # down gracefully, which made a burst's kernels drain half as fast). A session whose
         # kernel is gone is removed by the session manager when it is next read: read it now,
         # so that no later listing warns that its kernel "died unexpectedly".
+        if self.session_manager is None:
+            return
         try:
             await self.session_manager.get_session(session_id=session_id)
         except KeyError:
