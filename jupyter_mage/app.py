@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import secrets
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
@@ -16,11 +17,13 @@ from . import logscrub
 from .dispatcher import Dispatcher
 from .engine import KernelEngine
 from .handlers import ROUTES
+from .presence import ServerPresence
 from .repository import PipelineRepository
 from .retention import RetentionPolicy
 from .runs import RunService
 from .state import StatusBoard
 from .storage import DatabaseUnavailable, Store
+from .storage.servers import HOST
 
 
 class MageApp(ExtensionApp):
@@ -84,6 +87,31 @@ class MageApp(ExtensionApp):
         300.0, help="Longest a trigger request may be held with ?wait=<seconds>."
     ).tag(config=True)
 
+    server_id = Unicode(
+        "",
+        help=(
+            "This server's id among servers sharing the database (the owner of the runs it "
+            "claims). Default: host name, process id and a random suffix."
+        ),
+    ).tag(config=True)
+
+    server_lease = Float(
+        15.0,
+        help=(
+            "Seconds without a heartbeat (sent every third of it) after which the other servers "
+            "sharing the database count this one as gone and fail the runs it held. A gone "
+            "server on the same host is noticed at once (its process no longer exists)."
+        ),
+    ).tag(config=True)
+
+    remote_poll_interval = Float(
+        0.5,
+        help=(
+            "Seconds between reads of what other servers did while this one runs or waits for "
+            "runs: cancels asked through them, and the ends of runs waited for here."
+        ),
+    ).tag(config=True)
+
     queue_poll_interval = Float(
         5.0,
         help=(
@@ -118,7 +146,9 @@ class MageApp(ExtensionApp):
         )
         os.makedirs(jupyter_data_dir(), exist_ok=True)
         root_dir = serverapp.root_dir
-        self.store = Store(self.db_url, busy_timeout=self.db_busy_timeout)
+        if not self.server_id:
+            self.server_id = f"{HOST}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.store = Store(self.db_url, busy_timeout=self.db_busy_timeout, server_id=self.server_id)
         if self.store.unavailable:  # the routes still load, and answer 503 with the reason
             self.log.error("jupyter-mage: %s", self.store.unavailable)
         self.board = StatusBoard(self.store)
@@ -150,7 +180,18 @@ class MageApp(ExtensionApp):
             root=self.repository.root,
             runs_path=self.engine.runs_path,
         )
-        self.log.info("jupyter-mage: database %s", _safe_url(self.db_url))
+        self.presence = ServerPresence(
+            self.store,
+            self.board,
+            self.engine,
+            self.server_id,
+            self.server_lease,
+            self.remote_poll_interval,
+            self.log,
+        )
+        self.log.info(
+            "jupyter-mage: database %s; server id %s", _safe_url(self.db_url), self.server_id
+        )
         self._recover()
 
     def initialize_handlers(self) -> None:
@@ -159,6 +200,7 @@ class MageApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Start the queue (after the recovery), fill the kernel pool."""
+        self.presence.start()
         self.engine.kernels.refill(self.engine.kernel_name)
         if self.dispatcher.is_open:
             self.dispatcher.wake()
@@ -170,14 +212,17 @@ class MageApp(ExtensionApp):
             gc.freeze()
 
     def _recover(self) -> bool:
-        """Fail the runs a stopped server left running, then open the queue; False if the
-        database is unavailable (then :meth:`_recover_later` keeps trying).
+        """Register this server, fail the runs left running that no live server holds, then
+        open the queue; False if the database is unavailable (then :meth:`_recover_later` keeps
+        trying).
 
         Done before the server listens, blocking: the queue must not start before it, or a
         run started meanwhile would be taken for an interrupted one.
         """
         try:
-            failed = self.store.fail_interrupted_runs_now("the server stopped during the run")
+            failed = self.store.recover_at_start_now(
+                self.server_id, self.server_lease, "the server stopped during the run"
+            )
         except DatabaseUnavailable as exc:
             self.log.warning("jupyter-mage: recovery waits for the database: %s", exc)
             return False
@@ -196,6 +241,7 @@ class MageApp(ExtensionApp):
         if self._recovery is not None and not self._recovery.done():
             self._recovery.cancel()
         await self.dispatcher.stop()
+        await self.presence.stop()  # after the runs ended: then this server's row goes
         await self.retention.stop()  # before the store closes: a sweep may be mid-batch
         self.store.close()
 

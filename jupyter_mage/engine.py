@@ -154,6 +154,10 @@ class KernelEngine(LoggingConfigurable):
             if not self._active:
                 self._idle.set()
 
+    def active_run_ids(self) -> list[int]:
+        """The runs this engine is executing."""
+        return list(self._active)
+
     async def cancel(self, run_id: int) -> bool:
         """Ask a running run to stop: interrupt its kernel, kill it after a grace period.
 

@@ -15,6 +15,7 @@ anything is written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -205,19 +206,23 @@ class RunService:
         """Cancel a queued or running run; for a running one, wait (bounded) for its end."""
         if run["status"] in RUN_FINISHED:
             raise ApiError(409, "run_finished", f"run {run['id']} is already {run['status']}")
-        finished = self.board.watch(run["id"])
+        run_id = run["id"]
+        finished = self.board.watch(run_id)
         try:
-            if await self.engine.cancel(run["id"]):
-                # Answer with the final state: wait (bounded) for the engine to record it.
-                try:
-                    await asyncio.wait_for(asyncio.shield(finished), self.engine.cancel_grace + 5)
-                except asyncio.TimeoutError:
-                    pass
-                return
+            if not await self.engine.cancel(run_id):
+                # Not running here: queued (cancelled in its row), or running on another
+                # server (or just claimed, about to start here): its owner is asked through
+                # the database and interrupts its kernel (see presence.py).
+                queued = await self.board.run(
+                    run_id, RunStatus.CANCELLED, only_from=(RunStatus.INITIAL,)
+                )
+                if queued is not None or not await self.store.request_cancel(run_id):
+                    return
+            # Answer with the final state: wait (bounded) for the owner to record it.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(finished), self.engine.cancel_grace + 5)
         finally:
-            self.board.unwatch(run["id"], finished)
-        # Queued, or running on no engine of this server: cancel the row directly.
-        await self.board.run(run["id"], RunStatus.CANCELLED)
+            self.board.unwatch(run_id, finished)
 
     async def retry(self, run: RunRecord) -> None:
         """Put a failed or cancelled run back in the queue; its unfinished blocks run again."""

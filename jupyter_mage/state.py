@@ -8,6 +8,7 @@ watches that run (``?wait``, cancel) instead of making them poll the database.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from .records import BlockRunRecord, RunPlan, RunRecord
@@ -54,13 +55,22 @@ class StatusBoard:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._watched: dict[int, set[asyncio.Future[RunRecord]]] = {}
+        #: Called when a watch begins (the server's presence then looks at other servers).
+        self.on_watch: Callable[[], None] | None = None
 
     async def claim_runs(self, limit: int) -> list[RunPlan]:
         """Claim up to ``limit`` queued runs (``initial`` → ``running``, atomically): their plans."""
         return await self.store.claim_runs(limit)
 
-    async def run(self, run_id: int, status: RunStatus, **values: Any) -> RunRecord | None:
-        """Move a run to ``status``; None if the move is not allowed from where it is."""
+    async def run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        only_from: tuple[RunStatus, ...] | None = None,
+        **values: Any,
+    ) -> RunRecord | None:
+        """Move a run to ``status``; None if the move is not allowed from where it is (or, with
+        ``only_from``, from a status outside those)."""
         values["status"] = status
         if status == RunStatus.RUNNING:
             values.setdefault("started_at", utcnow())
@@ -70,13 +80,24 @@ class StatusBoard:
             values.update(started_at=None, completed_at=None)
         final = status in RUN_FINISHED
         row = await self.store.transition_run(
-            run_id, RUN_TRANSITIONS[status], values, with_blocks=final and run_id in self._watched
+            run_id,
+            only_from or RUN_TRANSITIONS[status],
+            values,
+            with_blocks=final and run_id in self._watched,
         )
         if row is not None and final:
-            for future in self._watched.get(run_id, ()):
-                if not future.done():
-                    future.set_result(row)
+            self.resolve(row)
         return row
+
+    def resolve(self, run: RunRecord) -> None:
+        """Tell the watchers of a run that it ended (here, or on another server)."""
+        for future in self._watched.get(run["id"], ()):
+            if not future.done():
+                future.set_result(run)
+
+    def watched_ids(self) -> list[int]:
+        """The runs someone waits for."""
+        return list(self._watched)
 
     async def block(
         self, block_run_id: int, status: BlockRunStatus, logs: str = "", **values: Any
@@ -113,6 +134,8 @@ class StatusBoard:
         ``GET api/pipeline_runs/{id}`` answers it); pair with :meth:`unwatch`."""
         future: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
         self._watched.setdefault(run_id, set()).add(future)
+        if self.on_watch is not None:
+            self.on_watch()
         return future
 
     def unwatch(self, run_id: int, future: asyncio.Future[RunRecord]) -> None:

@@ -7,7 +7,8 @@ One concern per module:
 - :mod:`.database`: the connection, its threads, migrating, and whether it can be used now;
 - :mod:`.triggers`: triggers; :mod:`.runs`: reading runs and block runs;
 - :mod:`.queue`: accepting runs (group commit), claims, status transitions, recovery;
-- :mod:`.retention`: removing old runs and executed notebooks.
+- :mod:`.retention`: removing old runs and executed notebooks;
+- :mod:`.servers`: servers sharing the database, their runs, and control across them.
 
 :class:`Store` is all of them: every public method is a coroutine that runs its SQL in the
 database's own threads, so the event loop never waits on the database.
@@ -19,10 +20,11 @@ from .database import DatabaseUnavailable, unavailable_reason
 from .queue import NewRun, RunQueue
 from .retention import RetentionStore
 from .schema import MIGRATIONS, new_token, utcnow
+from .servers import ServerStore
 from .views import block_run_to_dict, format_time, run_to_dict, trigger_to_dict
 
 
-class Store(RunQueue, RetentionStore):
+class Store(RunQueue, RetentionStore, ServerStore):
     """All SQL of jupyter-mage, behind coroutines.
 
     Parameters
@@ -32,6 +34,8 @@ class Store(RunQueue, RetentionStore):
         other databases get a small pool.
     busy_timeout
         Seconds a call waits for SQLite's write lock before the database counts as unavailable.
+    server_id
+        The server this store claims runs for (see :mod:`.servers`); None: claims have no owner.
     """
 
 

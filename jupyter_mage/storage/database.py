@@ -23,6 +23,7 @@ from sqlalchemy import (
     Engine,
     create_engine,
     event,
+    func,
     select,
     update,
 )
@@ -37,6 +38,8 @@ from .schema import MIGRATIONS, SCHEMA, SchemaVersion
 
 T = TypeVar("T")
 P = ParamSpec("P")
+#: The PostgreSQL advisory lock that serialises migrations ("jmag" in ASCII).
+MIGRATION_LOCK = 0x6A6D6167
 D = TypeVar("D", bound="Database")
 
 
@@ -205,6 +208,10 @@ class Database:
                 conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             with conn.begin() if not self.is_sqlite else contextlib.nullcontext():
+                if conn.dialect.name == "postgresql":
+                    # Servers starting together on one database migrate one after the other:
+                    # the next one sees the tables and the version the first one wrote.
+                    conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
                 self._migrate_steps(conn)
             if self.is_sqlite:
                 conn.exec_driver_sql("COMMIT")

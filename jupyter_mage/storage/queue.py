@@ -25,10 +25,10 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session
 
 from ..records import BlockRunRecord, RunPlan, RunRecord, TriggerRecord
-from ..statuses import BLOCK_FINISHED, BlockRunStatus, RunStatus
+from ..statuses import BlockRunStatus, RunStatus
 from .database import DatabaseUnavailable, unavailable_reason, writes
 from .runs import RunStore
-from .schema import BLOCK_RUNS, RUNS, BlockRun, Run, utcnow
+from .schema import BLOCK_RUNS, RUNS, BlockRun, Run, Trigger, utcnow
 from .triggers import TriggerStore
 from .views import block_run_to_dict, run_to_dict
 
@@ -52,8 +52,12 @@ class NewRun:
 class RunQueue(TriggerStore, RunStore):
     """Runs from acceptance to their final status."""
 
-    def __init__(self, db_url: str, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self, db_url: str, busy_timeout: float = 5.0, server_id: str | None = None
+    ) -> None:
         super().__init__(db_url, busy_timeout)
+        #: The server runs are claimed for (``Run.owner``; see :mod:`.servers`).
+        self.server_id = server_id
         self._calls: list[_TriggerCall] = []  # trigger calls waiting for the database thread
         self._calls_lock = threading.Lock()
         self._draining = False
@@ -123,6 +127,8 @@ class RunQueue(TriggerStore, RunStore):
         }
         outcome = "created"
         if skip_if_active is not None:
+            if not self.is_sqlite and trigger_id is not None:  # calls on other servers wait
+                _lock_triggers(s, {trigger_id})
             active = s.scalar(
                 select(func.count(Run.id)).where(
                     Run.pipeline_schedule_id == trigger_id,
@@ -139,7 +145,7 @@ class RunQueue(TriggerStore, RunStore):
         # Started at once only if nobody is waiting to be overtaken.
         if outcome == "created" and start and s.execute(_ANY_WAITING_RUN).first() is None:
             outcome = "started"
-            row.update(status=RunStatus.RUNNING, started_at=now)
+            row.update(status=RunStatus.RUNNING, started_at=now, owner=self.server_id)
         # Plain INSERTs of prebuilt statements, no unit of work: every trigger call comes here.
         conn = s.connection()
         result = cast(CursorResult[Any], conn.execute(_INSERT_RUN, row))
@@ -267,6 +273,8 @@ class RunQueue(TriggerStore, RunStore):
             }
             running: dict[int | None, int] = {}
             if limited:
+                if not self.is_sqlite:  # servers claiming at once count one after the other
+                    _lock_triggers(s, limited)
                 running = dict(
                     s.execute(
                         select(Run.pipeline_schedule_id, func.count(Run.id))
@@ -292,7 +300,9 @@ class RunQueue(TriggerStore, RunStore):
             s.execute(
                 update(Run)
                 .where(Run.id.in_(ids), Run.status == RunStatus.INITIAL)
-                .values(status=RunStatus.RUNNING, started_at=now, updated_at=now)
+                .values(
+                    status=RunStatus.RUNNING, started_at=now, updated_at=now, owner=self.server_id
+                )
                 .execution_options(synchronize_session=False)
             )
             claimed = s.scalars(
@@ -374,36 +384,6 @@ class RunQueue(TriggerStore, RunStore):
         )
         return bool(changed.rowcount == 1)
 
-    def fail_interrupted_runs_now(self, reason: str) -> list[int]:
-        """Runs left ``running`` by a server that stopped: mark them failed with ``reason``.
-
-        Blocking: it runs at start-up, before the server listens.
-        """
-        return self._guarded(self._fail_interrupted_runs, (reason,))
-
-    def _fail_interrupted_runs(self, reason: str) -> list[int]:
-        with self._sessions.begin() as s:
-            runs = list(s.scalars(select(Run).where(Run.status == RunStatus.RUNNING)))
-            now = utcnow()
-            for run in runs:
-                run.status = RunStatus.FAILED
-                run.completed_at = now
-                run.metrics = {**(run.metrics or {}), "error": reason}
-                for block in s.scalars(
-                    select(BlockRun).where(
-                        BlockRun.pipeline_run_id == run.id, BlockRun.status.not_in(BLOCK_FINISHED)
-                    )
-                ):
-                    block.status = (
-                        BlockRunStatus.FAILED
-                        if block.status == BlockRunStatus.RUNNING
-                        else BlockRunStatus.CANCELLED
-                    )
-                    block.completed_at = now
-                    if block.status == BlockRunStatus.FAILED:
-                        block.metrics = {"error": {"message": reason, "type": "ServerStopped"}}
-            return [r.id for r in runs]
-
 
 @dataclass
 class _TriggerCall:
@@ -424,6 +404,16 @@ def _settle_trigger_calls(
             call.future.set_exception(outcome)
         else:
             call.future.set_result(outcome)
+
+
+def _lock_triggers(s: Session, trigger_ids: set[int | None]) -> None:
+    """Lock trigger rows to the end of the transaction (PostgreSQL): a trigger's limits are
+    counted by one server at a time, so that two servers cannot both pass them."""
+    s.execute(
+        select(Trigger.id)
+        .where(Trigger.id.in_([t for t in trigger_ids if t is not None]))
+        .with_for_update()
+    )
 
 
 # The trigger call's statements, built once (building and keying one costs more than running it).

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     Connection,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -127,6 +128,10 @@ class Run(Timestamps, Base):
     executed_notebook: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Added by schema step 2: a client's Idempotency-Key, unique per trigger.
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Added by schema step 4: the server that claimed the run (None: a server of a version
+    # before, or a store used without one), and a cancel asked for through another server.
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    cancel_requested: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class BlockRun(Timestamps, Base):
@@ -148,6 +153,24 @@ class BlockRun(Timestamps, Base):
     outputs: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
+class Server(Base):
+    """A Jupyter server sharing this database: its runs are its own while it is alive.
+
+    Alive: its heartbeat is recent (within its lease), or, seen from the same host, its
+    process still exists. A server that stops deletes its row.
+    """
+
+    __tablename__ = "mage_server"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Seconds after ``heartbeat_at`` at which the server counts as gone.
+    lease_seconds: Mapped[float] = mapped_column(Float)
+
+
 class SchemaVersion(Base):
     """One row: the schema version this database is at."""
 
@@ -162,6 +185,7 @@ TRIGGERS = cast(Table, Trigger.__table__)
 RUNS = cast(Table, Run.__table__)
 BLOCK_RUNS = cast(Table, BlockRun.__table__)
 SCHEMA = cast(Table, SchemaVersion.__table__)
+SERVERS = cast(Table, Server.__table__)
 
 
 def _create_initial_tables(conn: Connection) -> None:
@@ -229,9 +253,22 @@ def _never_reuse_ids(conn: Connection) -> None:
             )
 
 
-#: Append-only. Each step gets a connection inside the migration transaction.
+def _run_owners(conn: Connection) -> None:
+    """Servers sharing the database: who holds which run, and cancels across servers."""
+    Base.metadata.create_all(conn, tables=[SERVERS])
+    _add_column(conn, "mage_pipeline_run", "owner", "VARCHAR(255)")
+    _add_column(conn, "mage_pipeline_run", "cancel_requested", "BOOLEAN")
+    conn.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_mage_pipeline_run_owner ON mage_pipeline_run (owner)")
+    )
+
+
+#: Append-only (not Alembic: a handful of additive steps, each idempotent, run by the server
+#: itself at start under one lock, with no separate tool or revision files for users to run).
+#: Each step gets a connection inside the migration transaction.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_initial_tables,
     _add_idempotency_key,
     _never_reuse_ids,
+    _run_owners,
 ]
