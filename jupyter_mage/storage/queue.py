@@ -297,16 +297,27 @@ class RunQueue(TriggerStore, RunStore):
             if not ids:
                 return []
             now = utcnow()
-            s.execute(
-                update(Run)
-                .where(Run.id.in_(ids), Run.status == RunStatus.INITIAL)
-                .values(
-                    status=RunStatus.RUNNING, started_at=now, updated_at=now, owner=self.server_id
+            # Only the rows this UPDATE moved are ours: on SQLite shared by several servers the
+            # candidates were read outside the write transaction, and another server may have
+            # claimed some of them since (PostgreSQL locked them: SKIP LOCKED).
+            won = list(
+                s.scalars(
+                    update(Run)
+                    .where(Run.id.in_(ids), Run.status == RunStatus.INITIAL)
+                    .values(
+                        status=RunStatus.RUNNING,
+                        started_at=now,
+                        updated_at=now,
+                        owner=self.server_id,
+                    )
+                    .returning(Run.id)
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
             )
+            if not won:
+                return []
             claimed = s.scalars(
-                select(Run).where(Run.id.in_(ids)).order_by(Run.id),
+                select(Run).where(Run.id.in_(won)).order_by(Run.id),
                 execution_options={"populate_existing": True},
             )
             return [self._plan(s, run) for run in claimed]
