@@ -13,6 +13,10 @@ passed as runtime variables) it measures:
     requests, then the time until every accepted run completed, and the runs lost;
 (f) the server's RSS after 1,000 runs against before.
 
+``--baseline REF`` also measures (a) and (e) on another version of the project, side by side in
+the same run, as (a@base) and (e@base): a server importing jupyter_mage from a temporary git
+worktree of REF, its samples in the same rounds and its bursts between those of (e).
+
 Latency rows are sampled in interleaved rounds (d, a, b, c, d, a, ...), so a noisy neighbour
 slows every row alike, and each sample starts from a quiet state: the servers and kernels this
 script started have stopped using CPU (the pool has refilled, finished kernels are gone).
@@ -54,6 +58,8 @@ VARIABLES = {"env": "staging", "schema": "public"}
 RUN_BODY = json.dumps({"pipeline_run": {"variables": VARIABLES}})
 FINAL = ("completed", "failed", "cancelled")
 WAIT_SECONDS = 120
+# --baseline: (a) and (e) are "not worse" than the baseline within this factor (README).
+TOLERANCE = 1.10
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # -- the pipeline -----------------------------------------------------------------------------
@@ -180,10 +186,14 @@ async def settle(roots: Sequence[int], timeout: float = 8.0, window: float = 0.1
     return False
 
 
-def server_env() -> dict[str, str]:
-    """Environment of every Jupyter process we start: ``jupyter_mage`` from this checkout."""
+def server_env(source: Path = REPO) -> dict[str, str]:
+    """Environment of every Jupyter process we start: ``jupyter_mage`` from ``source``.
+
+    That is this checkout, or the baseline's worktree (``--baseline``): ``PYTHONPATH`` comes
+    before site-packages, so an installed copy is not what the server and its kernels import.
+    """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(source), env.get("PYTHONPATH")) if p)
     env.pop("JUPYTER_TOKEN", None)
     return env
 
@@ -201,6 +211,7 @@ class Server:
     pool: int | None
     max_concurrent_runs: int
     extra_args: list[str] = field(default_factory=list)
+    source: Path = REPO  # where jupyter_mage is imported from
     port: int = 0
     token: str = ""
     proc: subprocess.Popen[bytes] | None = None
@@ -272,7 +283,7 @@ class Server:
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         # From the main thread: PR_SET_PDEATHSIG follows the thread that forked the child.
-        env = server_env()
+        env = server_env(self.source)
         env["JUPYTER_RUNTIME_DIR"] = str(self.workdir / "runtime")
         env["JUPYTER_DATA_DIR"] = str(self.workdir / "data")
         with self.log_path.open("wb") as log:
@@ -756,6 +767,7 @@ class Options:
     reuse_load: bool
     out: Path | None
     keep: bool
+    baseline: str | None = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -788,6 +800,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         action="store_true",
         help="also run (e) and (f) on the kernel_reuse server, as (e') and (f')",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure (a) and (e) on this git ref of the project (a temporary worktree), "
+        "side by side, as (a@base) and (e@base)",
+    )
     parser.add_argument("--out", type=Path, help="also write the report (Markdown) to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ns = parser.parse_args(argv)
@@ -806,20 +824,82 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         reuse_load=bool(ns.reuse_load),
         out=ns.out,
         keep=ns.keep,
+        baseline=ns.baseline,
     )
 
 
-def probe_checkout() -> tuple[str, set[str]]:
-    """(where the server imports jupyter_mage from, the MageApp settings it has)."""
+def probe_checkout(source: Path = REPO) -> tuple[str, set[str]]:
+    """(where a server on ``source`` imports jupyter_mage from, the MageApp settings it has)."""
     code = (
         "import jupyter_mage, jupyter_mage.app as a\n"
         "print(jupyter_mage.__file__)\n"
         "print(*a.MageApp.class_trait_names(config=True))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], env=server_env(), capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=server_env(source),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=source,
     ).stdout.split()
+    if not out[0].startswith(str(source) + os.sep):
+        raise RuntimeError(f"a server would import jupyter_mage from {out[0]}, not {source}")
     return out[0], set(out[1:])
+
+
+def git(*args: str) -> str:
+    """``git -C <this checkout> args``; its stdout, stripped. Raises with git's message."""
+    result = subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+@dataclass
+class Baseline:
+    """``--baseline REF``: the project at REF, in a temporary detached worktree of this checkout.
+
+    The worktree holds the sources only (no built labextension): the server extension is what
+    (a@base) and (e@base) measure, imported from the worktree through ``PYTHONPATH``.
+    """
+
+    ref: str
+    path: Path
+    commit: str = ""
+    subject: str = ""
+    registered: bool = False
+
+    def add(self) -> None:
+        try:
+            self.commit = git("rev-parse", "--verify", "--quiet", f"{self.ref}^{{commit}}")
+        except RuntimeError:
+            raise RuntimeError(f"--baseline {self.ref}: not a commit in {REPO}") from None
+        self.subject = git("log", "-1", "--format=%s", self.commit)
+        # Set first: an interrupt during ``worktree add`` must still lead to remove().
+        self.registered = True
+        git("worktree", "add", "--detach", str(self.path), self.commit)
+
+    def remove(self) -> None:
+        """Unregister and delete the worktree; safe to call twice, and after a failed add()."""
+        if not self.registered:
+            return
+        self.registered = False
+        try:
+            git("worktree", "remove", "--force", str(self.path))
+        except RuntimeError as exc:  # never registered (add failed early): just the files
+            say(f"baseline worktree: {exc}")
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7]
+
+    def describe(self) -> str:
+        named = "" if self.ref in (self.short, self.commit) else f" (`{self.ref}`)"
+        return f"git {self.short}{named}, {self.subject!r}"
 
 
 def git_describe() -> str:
@@ -865,19 +945,27 @@ class Bench:
         self.floor: Floor | None = None
         self.rows = {
             "a": Row("a", "jupyter-mage, POST ?wait → completed, warm pool"),
+            "a@base": Row("a@base", "same as (a), on the baseline (--baseline)"),
             "a'": Row("a'", "same, with opt-in MageApp.kernel_reuse=True (not isolated)"),
             "b": Row("b", "jupyter-mage, same, kernel_pool_size=0 (cold kernel)"),
             "c": Row("c", "papermill execute_notebook, in process"),
             "d": Row("d", "floor: kwargs + 3 blocks, ONE execute, running kernel"),
         }
+        if opts.baseline is None:
+            del self.rows["a@base"]
         self.loads: dict[str, tuple[list[Load], Server]] = {}
         self.memory: dict[str, dict[str, Any]] = {}
         self.header: list[str] = []
         self.pool_supported = False
         self.reuse_supported = False
         self.wait_mode: bool | None = None
+        self.baseline: Baseline | None = None
+        if opts.baseline is not None:
+            self.baseline = Baseline(opts.baseline, self.tmp / "baseline")
+        self.base_pool_supported = False
+        self.base_wait_mode: bool | None = None
 
-    def server(self, label: str, pool: int | None, *extra_args: str) -> Server:
+    def server(self, label: str, pool: int | None, *extra_args: str, source: Path = REPO) -> Server:
         server = Server(
             label=label,
             root=self.root,
@@ -885,6 +973,7 @@ class Bench:
             pool=pool,
             max_concurrent_runs=self.opts.max_concurrent_runs,
             extra_args=list(extra_args),
+            source=source,
         )
         self.servers.append(server)
         return server
@@ -907,8 +996,6 @@ class Bench:
         source, settings = probe_checkout()
         self.pool_supported = "kernel_pool_size" in settings
         self.reuse_supported = self.pool_supported and "kernel_reuse" in settings
-        if not source.startswith(str(REPO)):
-            raise RuntimeError(f"the server would import jupyter_mage from {source}, not {REPO}")
         load0 = os.getloadavg()
         self.header = [
             (
@@ -923,9 +1010,24 @@ class Bench:
                 f"MageApp.max_concurrent_runs={opts.max_concurrent_runs}"
             ),
         ]
-
         say(f"temporary dir {self.tmp}")
+        base = None
+        if self.baseline is not None:
+            say(f"baseline: a worktree of {self.baseline.ref} in {self.baseline.path}")
+            self.baseline.add()
+            base_source, base_settings = probe_checkout(self.baseline.path)
+            self.base_pool_supported = "kernel_pool_size" in base_settings
+            self.rows["a@base"].what = f"same as (a), on the baseline (git {self.baseline.short})"
+            self.header.insert(
+                2,
+                f"- baseline: {self.baseline.describe()}; jupyter_mage: {base_source} "
+                "(a temporary worktree, removed at the end); same settings as (a) and (e)",
+            )
+
         warm = self.server("warm", opts.pool if self.pool_supported else None)
+        if self.baseline is not None:
+            base_pool = opts.pool if self.base_pool_supported else None
+            base = self.server("base", base_pool, source=self.baseline.path)
         cold = self.server("cold", 0 if self.pool_supported else None)
         (self.tmp / "papermill").mkdir(exist_ok=True)
         papermill = Papermill(self.tmp / "papermill")
@@ -941,9 +1043,13 @@ class Bench:
         measures: dict[str, Measure] = {
             "d": _no_phases(self.floor.sample),
             "a": _with_phases(warm_trigger),
-            "b": _with_phases(cold_trigger),
-            "c": _no_phases(papermill.sample),
         }
+        base_trigger = None
+        if base is not None:
+            base_trigger = Trigger(base, await base.create_trigger("bench (a@base)"))
+            measures["a@base"] = _with_phases(base_trigger)
+        measures["b"] = _with_phases(cold_trigger)
+        measures["c"] = _no_phases(papermill.sample)
         if reuse is not None:
             measures["a'"] = _with_phases(Trigger(reuse, await reuse.create_trigger("bench (a')")))
         else:
@@ -957,6 +1063,8 @@ class Bench:
             for key, measure in measures.items():
                 await self.sample(self.rows[key], measure, keep=False)
         self.wait_mode = cold_trigger.wait_mode
+        if base_trigger is not None:
+            self.base_wait_mode = base_trigger.wait_mode
 
         # (f) counts every run since this reading; (a) samples and (e) count towards it.
         await settle(self.roots())
@@ -971,27 +1079,36 @@ class Bench:
         await cold.stop()
         await self.floor.stop()
 
-        # The default configuration; then, on request, the opt-in kernel reuse.
-        loaded = [("", warm)]
+        # The default configuration, its bursts interleaved with the baseline's (e, e@base, e,
+        # ...) so that a noisy neighbour hits both alike; then, on request, the opt-in reuse.
+        groups: list[list[tuple[str, Server]]] = [[("e", warm)]]
+        if base is not None:
+            groups[0].append(("e@base", base))
         if reuse is not None and opts.reuse_load:
-            loaded.append(("'", reuse))
+            groups.append([("e'", reuse)])
         elif reuse is not None:
             await reuse.stop()
-        for key, server in loaded:
-            bursts: list[Load] = []
+        for group in groups:
+            bursts: dict[str, list[Load]] = {key: [] for key, _ in group}
             for n in range(1, opts.bursts + 1):
-                say(f"({'e' + key}) burst {n}/{opts.bursts}: {opts.requests} POSTs from "
-                    f"{opts.clients} clients, then the runs")  # fmt: skip
-                await settle(self.roots())
-                trigger = Trigger(server, await server.create_trigger(f"bench (e{key}) {n}"))
-                bursts.append(
-                    await load_and_wait(server, trigger, opts.requests, opts.clients, stall=60)
-                )
-            self.loads["e" + key] = (bursts, server)
-        for key, server in loaded:
+                for key, server in group:
+                    say(f"({key}) burst {n}/{opts.bursts}: {opts.requests} POSTs from "
+                        f"{opts.clients} clients, then the runs")  # fmt: skip
+                    await settle(self.roots())
+                    trigger = Trigger(server, await server.create_trigger(f"bench ({key}) {n}"))
+                    bursts[key].append(
+                        await load_and_wait(server, trigger, opts.requests, opts.clients, stall=60)
+                    )
+            for key, server in group:
+                self.loads[key] = (bursts[key], server)
+        if base is not None:
+            await base.stop()  # (f) is of this checkout only
+        for key, server in (("f", warm), ("f'", reuse)):
+            if server is None or "e" + key[1:] not in self.loads:
+                continue
             deadline = time.monotonic() + opts.mem_minutes * 60
             rss0, runs0 = baselines[server.label]
-            self.memory["f" + key] = await self.fill(server, rss0, runs0, deadline)
+            self.memory[key] = await self.fill(server, rss0, runs0, deadline)
         self.header.append(f"- load average at end {os.getloadavg()[0]:.2f}")
         return self.report()
 
@@ -1036,16 +1153,32 @@ class Bench:
         rows, opts = self.rows, self.opts
         floor = rows["d"].median
         a, c = rows["a"].median, rows["c"].median
-        mode = {True: "`?wait` (answer held until the run ended)",
-                False: "polling `GET api/pipeline_runs/{id}` every 2 ms (no `?wait` yet)",
-                None: "n/a"}[self.wait_mode]  # fmt: skip
+        modes = {True: "`?wait` (answer held until the run ended)",
+                 False: "polling `GET api/pipeline_runs/{id}` every 2 ms (no `?wait` yet)",
+                 None: "n/a"}  # fmt: skip
         pool = (f"kernel_pool_size={opts.pool}" if self.pool_supported
                 else "no kernel_pool_size in this checkout")  # fmt: skip
         lines = [
             "## jupyter-mage benchmark",
             "",
             *self.header,
-            f"- (a)/(b) completion seen by: {mode}; (a) server: {pool}",
+            f"- (a)/(b) completion seen by: {modes[self.wait_mode]}; (a) server: {pool}",
+        ]
+        base = rows.get("a@base")
+        if base is not None:
+            base_pool = (f"kernel_pool_size={opts.pool}" if self.base_pool_supported
+                         else "no kernel_pool_size in the baseline")  # fmt: skip
+            lines.append(
+                f"- (a@base) completion seen by: {modes[self.base_wait_mode]}; "
+                f"(a@base) server: {base_pool}"
+            )
+        # Not worse than the baseline: (a)'s median at most TOLERANCE x (a@base)'s.
+        not_worse = (
+            a <= TOLERANCE * base.median
+            if base is not None and base.samples and not math.isnan(a)
+            else None
+        )
+        lines += [
             "",
             "| row | what | median (ms) | p10-p90 (max) ms | ratio to (d) | target | met? |",
             "|---|---|---:|---:|---:|---|---|",
@@ -1053,6 +1186,7 @@ class Bench:
         targets = {
             "a": ("≤ 3x (d); ≥ 25x faster than (c)",
                   a <= 3 * floor and c / a >= 25 if not math.isnan(a) else None),
+            "a@base": (f"(a) ≤ {TOLERANCE:.2f}x this", not_worse),
             "a'": ("", None),
             "b": ("", None),
             "c": ("", None),
@@ -1079,8 +1213,21 @@ class Bench:
                 f"papermill (target ≥ 25x); a cold kernel per run (b) costs "
                 f"{rows['b'].median / a:.1f}x (a)."
             )
+        if base is not None and not_worse is not None:
+            pairs = list(zip(rows["a"].samples, base.samples, strict=True))
+            faster = sum(1 for ours, theirs in pairs if ours < theirs)
+            lines.append("")
+            lines.append(
+                f"(a) is {a / base.median:.2f}x (a@base) (ratio of medians; median of the "
+                f"{len(pairs)} per-round ratios {_median([x / y for x, y in pairs]):.2f}x, (a) "
+                f"faster in {faster} of {len(pairs)} rounds): "
+                f"**{'not worse' if not_worse else 'worse'}** (rule: (a) median ≤ "
+                f"{TOLERANCE:.2f}x (a@base) median)."
+            )
         lines.append("")
-        measured = [r for r in (rows["a"], rows["a'"], rows["b"]) if r.phases]
+        measured = [
+            r for r in (rows["a"], base, rows["a'"], rows["b"]) if r is not None and r.phases
+        ]
         if measured:
             heads = " | ".join(f"({r.key}) ms" for r in measured)
             lines += [
@@ -1100,6 +1247,8 @@ class Bench:
             lines.append("")
         for key, (bursts, server) in self.loads.items():
             lines += self.load_lines(key, bursts, server)
+            if key == "e@base":
+                lines += self.compare_loads(self.loads["e"][0], bursts)
         for key, mem in self.memory.items():
             growth = mem["after"] - mem["before"]
             config = " ".join(mem["server"].describe())
@@ -1118,11 +1267,14 @@ class Bench:
 
     def load_lines(self, key: str, bursts: list[Load], server: Server) -> list[str]:
         """The report's lines for one load test: each burst, then the medians over bursts."""
+        where = ""
+        if self.baseline is not None and server.source == self.baseline.path:
+            where = f" on the baseline (git {self.baseline.short}), bursts interleaved with (e)"
         lines = [
             (
-                f"**({key}) load**, {len(bursts)} burst(s) of {bursts[0].requests} POSTs (no wait) "
-                f"from {bursts[0].clients} concurrent clients to the token route, each burst's runs "
-                f"waited out before the next; {', '.join(server.describe())}:"
+                f"**({key}) load**{where}, {len(bursts)} burst(s) of {bursts[0].requests} POSTs "
+                f"(no wait) from {bursts[0].clients} concurrent clients to the token route, each "
+                f"burst's runs waited out before the next; {', '.join(server.describe())}:"
             ),
             "",
             (
@@ -1164,10 +1316,59 @@ class Bench:
             "",
         ]
 
+    def compare_loads(self, ours: list[Load], base: list[Load]) -> list[str]:
+        """(e) against (e@base): medians over bursts, each judged with the same tolerance."""
+
+        def medians(bursts: list[Load]) -> tuple[float, float, float, int]:
+            return (
+                _median([b.rate for b in bursts]),
+                _median([percentile(b.latencies, 99) for b in bursts]),
+                _median([len(b.accepted) / b.completed_after for b in bursts]),
+                sum(b.lost for b in bursts),
+            )
+
+        (rate, p99, drain, lost), (rate0, p990, drain0, lost0) = medians(ours), medians(base)
+        checks = [  # what, (e), (e@base), shown as, higher is better
+            ("accepted POSTs/s", rate, rate0, "{:.0f}", True),
+            ("POST p99 ms", p99 * 1e3, p990 * 1e3, "{:.1f}", False),
+            ("drain runs/s (all runs final)", drain, drain0, "{:.2f}", True),
+        ]
+        lines = [
+            (
+                f"**(e) against (e@base)**, medians over bursts ({len(ours)} and {len(base)}); "
+                f"not worse: within {TOLERANCE:.2f}x of (e@base) in the worse direction, "
+                "and no more runs lost:"
+            ),
+            "",
+            "| median over bursts | (e) | (e@base) | (e) / (e@base) | not worse if | not worse? |",
+            "|---|---:|---:|---:|---|---|",
+        ]
+        worse = []
+        for what, value, value0, shown, higher in checks:
+            ratio = value / value0 if value0 else math.nan
+            ok = ratio >= 1 / TOLERANCE if higher else ratio <= TOLERANCE
+            rule = f"≥ 1/{TOLERANCE:.2f}x" if higher else f"≤ {TOLERANCE:.2f}x"
+            if not ok:
+                worse.append(what)
+            lines.append(
+                f"| {what} | {shown.format(value)} | {shown.format(value0)} | {ratio:.2f}x | "
+                f"{rule} | {'yes' if ok else '**no**'} |"
+            )
+        if lost > lost0:
+            worse.append("runs lost")
+        lines.append(
+            f"| runs lost (all bursts) | {lost} | {lost0} | | ≤ (e@base) | "
+            f"{'yes' if lost <= lost0 else '**no**'} |"
+        )
+        verdict = "**not worse**" if not worse else f"**worse** ({', '.join(worse)})"
+        return [*lines, "", f"- (e) against (e@base): {verdict}", ""]
+
     async def close(self) -> None:
         if self.floor is not None:
             await self.floor.stop()
         await asyncio.gather(*(s.stop() for s in self.servers), return_exceptions=True)
+        if self.baseline is not None:
+            self.baseline.remove()  # after the servers: they import from it
         if self.opts.keep:
             say(f"kept {self.tmp}")
         else:
@@ -1247,6 +1448,8 @@ def kill_leftovers(bench: Bench) -> None:
         server.proc.wait()
         for pid, start in below:
             kill_exact(pid, start, signal.SIGKILL)
+    if bench.baseline is not None:
+        bench.baseline.remove()  # a no-op if close() got to it
     if not bench.opts.keep:
         shutil.rmtree(bench.tmp, ignore_errors=True)
 
