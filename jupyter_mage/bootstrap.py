@@ -22,7 +22,7 @@ RUNTIME_DIGEST = hashlib.sha256(json.dumps(RUNTIME_SOURCES).encode()).hexdigest(
 # sys.modules before the pieces run, so that their relative imports (from .calls import ...) find
 # the pieces executed before them; a failed load leaves none of them behind.
 _BOOTSTRAP = """\
-def __jupyter_mage_bootstrap(sources, digest, plan, cwd):
+def __jupyter_mage_bootstrap(sources, digest, plan, cwd, elsewhere):
     import os, sys, types
     package = sys.modules.get('_jupyter_mage_runtime')
     if getattr(package, '__digest__', None) != digest:
@@ -53,17 +53,25 @@ def __jupyter_mage_bootstrap(sources, digest, plan, cwd):
         package.__digest__ = digest
         package.__home__ = os.getcwd()
     if plan is not None:
-        if cwd:
+        if cwd and elsewhere and not os.path.isdir(cwd):
+            print("jupyter-mage: the notebook's folder " + cwd + " is not on the kernel's "
+                  "machine; the run works in " + os.getcwd(), file=sys.stderr)
+        elif cwd:
             os.chdir(cwd)
         package.run_pipeline(plan)
 try:
-    __jupyter_mage_bootstrap({sources!r}, {digest!r}, {plan!r}, {cwd!r})
+    __jupyter_mage_bootstrap({sources!r}, {digest!r}, {plan!r}, {cwd!r}, {elsewhere!r})
 finally:
     del __jupyter_mage_bootstrap
 """
 
 
-def kernel_code(payload: dict[str, Any] | None, cwd: str = "", preloaded: bool = False) -> str:
+def kernel_code(
+    payload: dict[str, Any] | None,
+    cwd: str = "",
+    preloaded: bool = False,
+    elsewhere: bool = False,
+) -> str:
     """The execute request of a run: the runtime's sources and the plan, all as literals.
 
     Nothing from the request is spliced into code: the plan is JSON text inside a Python string
@@ -71,8 +79,13 @@ def kernel_code(payload: dict[str, Any] | None, cwd: str = "", preloaded: bool =
     ``json.loads`` inside the kernel. ``cwd`` (the notebook's folder, relative to the root dir
     where kernels start) is a literal too, and so are the runtime's sources (a tuple of pairs of
     strings). ``payload=None`` only loads the runtime (warm-up); ``preloaded`` leaves the
-    runtime's 50 kB of source out (a warm kernel has it already).
+    runtime's 50 kB of source out (a warm kernel has it already). ``elsewhere``: the kernel
+    may be on another machine (a gateway's); ``cwd`` is then the notebook's absolute folder,
+    entered if the kernel sees it (a shared volume at the same path), else the run stays in
+    the folder the gateway started the kernel in, and says so on stderr.
     """
     plan = None if payload is None else json.dumps(payload, allow_nan=False)
     sources = None if preloaded else RUNTIME_SOURCES
-    return _BOOTSTRAP.format(sources=sources, digest=RUNTIME_DIGEST, plan=plan, cwd=cwd)
+    return _BOOTSTRAP.format(
+        sources=sources, digest=RUNTIME_DIGEST, plan=plan, cwd=cwd, elsewhere=elsewhere
+    )

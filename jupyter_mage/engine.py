@@ -25,9 +25,9 @@ from jupyter_server.services.sessions.sessionmanager import SessionManager
 from traitlets import Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
-from . import runtime
+from . import gateway, runtime
 from .bootstrap import kernel_code
-from .execute import ExecuteRequest
+from .execute import ExecuteRequest, KernelConnection
 from .executed_notebook import write_executed_notebook
 from .kernels import KernelHandle, KernelLease, KernelPool
 from .pipeline import Pipeline, PipelineNotFound
@@ -223,9 +223,11 @@ class KernelEngine(LoggingConfigurable):
                         )
                     )
                     active.kernel_id = lease.kernel_id
-                    cwd = Path(pipeline.path).parent.as_posix()
                     code = kernel_code(
-                        payload, "" if cwd == "." else cwd, preloaded=lease.handle.preloaded
+                        payload,
+                        self._kernel_folder(pipeline),
+                        preloaded=lease.handle.preloaded,
+                        elsewhere=self.kernels.on_gateway,
                     )
                     await self._run_in_kernel(
                         active, lease.handle, code, messages, plan["trigger_settings"]
@@ -264,7 +266,7 @@ class KernelEngine(LoggingConfigurable):
             return
         request = ExecuteRequest(handle.client, messages)
         active.execute_task = asyncio.ensure_future(request.run(code))
-        watchdog = asyncio.ensure_future(self._watch_kernel(kernel))
+        watchdog = asyncio.ensure_future(self._watch_kernel(kernel, handle.client))
         blocks_done = asyncio.ensure_future(active.blocks_done.wait())
         timeout = settings.get("timeout")
         try:
@@ -290,12 +292,27 @@ class KernelEngine(LoggingConfigurable):
         if active.execute_task not in done:
             active.execute_task.cancel()
             if not active.cancel_requested:
-                active.failure = active.failure or "the kernel died during the run"
+                active.failure = active.failure or _died(handle.client)
             return
-        active.report.reply = active.execute_task.result()
+        try:
+            active.report.reply = active.execute_task.result()
+        except gateway.KernelConnectionLost:
+            if not active.cancel_requested:
+                active.failure = active.failure or _died(handle.client)
+
+    def _kernel_folder(self, pipeline: Pipeline) -> str:
+        """Where the run works: the notebook's folder, relative to the root dir where local
+        kernels start ("" for the root itself), or absolute for a gateway's kernel."""
+        if self.kernels.on_gateway:
+            return str((self.repository.root / pipeline.path).parent)
+        folder = Path(pipeline.path).parent.as_posix()
+        return "" if folder == "." else folder
 
     @staticmethod
-    async def _watch_kernel(kernel: KernelManager) -> None:
+    async def _watch_kernel(kernel: KernelManager, client: KernelConnection) -> None:
+        if isinstance(client, gateway.GatewayKernelConnection):
+            await client.lost()  # the websocket closed, or the gateway restarted the kernel
+            return
         # A dead kernel never answers: detect it instead of waiting forever on iopub. (Run
         # kernels have no restarter: see KernelPool.start.) A local kernel's end is known only
         # by polling its process (the restarter polls too); there is no event to await.
@@ -506,3 +523,10 @@ class KernelEngine(LoggingConfigurable):
         except Exception as exc:
             self.log.warning("run %s: executed notebook not written: %s", plan["id"], exc)
         await self._final_status(plan["id"], status, run_metrics, executed)
+
+
+def _died(client: KernelConnection) -> str:
+    """Why a run's request ended without its reply: the kernel died (and how, if known)."""
+    if isinstance(client, gateway.GatewayKernelConnection) and not client.channels_running:
+        return f"the kernel died during the run: {client.lost_reason()}"
+    return "the kernel died during the run"

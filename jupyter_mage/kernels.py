@@ -30,13 +30,13 @@ from queue import Empty
 from typing import Any
 
 import zmq.asyncio
-from jupyter_client.client import KernelClient
 from jupyter_client.manager import KernelManager
 from jupyter_core.utils import ensure_async
 from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
 from jupyter_server.services.sessions.sessionmanager import ModelName, SessionManager
 from jupyter_server.utils import ApiPath
 
+from . import gateway
 from .execute import KernelConnection, MessageChannel, execute
 
 # Run in a reused kernel between two runs: forget the run's names, go back to the root dir,
@@ -60,6 +60,8 @@ START_ATTEMPTS = 3
 READY_POLL = 0.25
 #: Seconds after a trigger call during which kernel starts leave a core to the server.
 REQUEST_WINDOW = 1.0
+#: Shutdowns of a gateway kernel tried before it is given up (see KernelPool.shutdown).
+GATEWAY_SHUTDOWN_ATTEMPTS = 5
 #: How our kernels appear in JupyterLab's list of running kernels (a session's type and name).
 SESSION_TYPE = "jupyter-mage"
 SESSION_NAME = "Pipeline runs (jupyter-mage)"
@@ -145,6 +147,8 @@ class KernelPool:
         session_manager: SessionManager | None = None,
     ) -> None:
         self.kernel_manager = kernel_manager
+        #: Kernels run on a Kernel Gateway or Enterprise Gateway (``--gateway-url``).
+        self.on_gateway = gateway.is_gateway(kernel_manager)
         self.session_manager = session_manager
         self.reuse = reuse
         # pipeline uuid -> a reset kernel that last ran it (oldest first, for eviction)
@@ -294,19 +298,37 @@ class KernelPool:
 
     async def _start_once(self, kernel_name: str) -> KernelHandle:
         async with self._start_slot():
+            # A gateway forwards only KERNEL_* variables (and those it is told to); and
+            # jupyter_server logs the env it is given: the server's own is not sent there.
             kernel_id: str = await self.kernel_manager.start_kernel(
-                kernel_name=kernel_name, path=ApiPath(""), env=kernel_environment()
+                kernel_name=kernel_name,
+                path=ApiPath(""),
+                env={} if self.on_gateway else kernel_environment(),
             )
-            client: KernelClient | None = None
+            client: KernelConnection | None = None
             try:
                 kernel = self.kernel_manager.get_kernel(kernel_id)
-                # A run's kernel that dies is discarded, never restarted: a restart would
-                # bring it back on other ports, behind the back of our client on the old ones.
-                kernel.stop_restarter()
-                kernel.autorestart = False
-                client = kernel.client(context=self._context)
-                client.start_channels()
+                if self.on_gateway:
+                    # The gateway's restarter stays on: its "restarting" status is how the
+                    # connection learns that the kernel it talked to is gone.
+                    remote = gateway.connect(self.kernel_manager, kernel_id)
+                    client = remote
+                    await remote.start_channels()
+                else:
+                    # A run's kernel that dies is discarded, never restarted: a restart would
+                    # bring it back on other ports, behind the back of our client on the old
+                    # ones.
+                    kernel.stop_restarter()
+                    kernel.autorestart = False
+                    local = kernel.client(context=self._context)
+                    client = local
+                    local.start_channels()
                 await self._wait_ready(kernel, client)
+            except gateway.KernelConnectionLost as exc:
+                if client is not None:
+                    client.stop_channels()
+                await self.shutdown(kernel_id)
+                raise KernelDied(f"kernel {kernel_name} died while starting: {exc}") from None
             except BaseException:
                 if client is not None:
                     client.stop_channels()
@@ -347,7 +369,7 @@ class KernelPool:
                 client.shell_channel, msg_id, "kernel_info_reply"
             ) and await self._replied(client.iopub_channel, msg_id, "status"):
                 return
-            if not await ensure_async(kernel.is_alive()):
+            if not await self._alive(kernel, client):
                 raise KernelDied(f"kernel {kernel.kernel_name} died while starting")
             if loop.time() > deadline:
                 raise TimeoutError(
@@ -411,11 +433,22 @@ class KernelPool:
             self.log.debug("session %s: %s", session_id, exc)
 
     async def shutdown(self, kernel_id: str) -> None:
-        """Shut a kernel down now; a kernel already gone is fine."""
-        try:
-            await ensure_async(self.kernel_manager.shutdown_kernel(kernel_id, now=True))
-        except Exception as exc:
-            self.log.debug("kernel %s shutdown: %s", kernel_id, exc)
+        """Shut a kernel down now; a kernel already gone is fine.
+
+        A gateway can refuse (HTTP 500) while its restarter restarts the kernel: that is tried
+        again for a few seconds, or the restarted kernel would be left on the gateway.
+        """
+        for attempt in range(1, GATEWAY_SHUTDOWN_ATTEMPTS + 1):
+            try:
+                await ensure_async(self.kernel_manager.shutdown_kernel(kernel_id, now=True))
+                return
+            except Exception as exc:
+                gone = kernel_id not in self.kernel_manager
+                if gone or not self.on_gateway or attempt == GATEWAY_SHUTDOWN_ATTEMPTS:
+                    level = logging.DEBUG if gone else logging.WARNING
+                    self.log.log(level, "kernel %s shutdown: %s", kernel_id, exc)
+                    return
+                await asyncio.sleep(0.5 * attempt)  # the gateway's restart takes seconds
 
     async def stop(self) -> None:
         """Wait (bounded) for leases being released, stop refilling, shut idle kernels down."""
@@ -470,4 +503,13 @@ class KernelPool:
             kernel = self.kernel_manager.get_kernel(handle.kernel_id)
         except KeyError:
             return False
+        return await self._alive(kernel, handle.client)
+
+    @staticmethod
+    async def _alive(kernel: KernelManager, client: KernelConnection) -> bool:
+        """Whether the kernel runs: its process (local), or its connection (a gateway's
+        ``is_alive`` is a REST call that says yes for a moment after the kernel is gone, and
+        yes again once the gateway restarted it: another kernel, not ours)."""
+        if isinstance(client, gateway.GatewayKernelConnection):
+            return client.channels_running
         return bool(await ensure_async(kernel.is_alive()))

@@ -82,7 +82,9 @@ def test_the_warm_up_loads_the_pieces_as_a_private_package() -> None:
 
 def test_a_piece_that_fails_to_load_leaves_no_package_behind() -> None:
     broken = (*bootstrap.RUNTIME_SOURCES[:2], ("summaries", "raise ImportError('broken')"))
-    code = bootstrap._BOOTSTRAP.format(sources=broken, digest="x", plan=None, cwd="")
+    code = bootstrap._BOOTSTRAP.format(
+        sources=broken, digest="x", plan=None, cwd="", elsewhere=False
+    )
     check = textwrap.dedent(
         f"""
         import sys
