@@ -112,6 +112,8 @@ class Database:
         self.path = _sqlite_file(self.engine) if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine, "connect", self._sqlite_pragmas)
+        elif self.engine.dialect.name == "postgresql":
+            event.listen(self.engine, "connect", self._postgres_settings)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time: one thread writes (no lock contention between our
         # own threads), and reads go to threads of their own, so that a writer waiting for
@@ -126,6 +128,8 @@ class Database:
         )
         self._ready_lock = threading.Lock()
         self._identity: tuple[int, int] | None = None
+        #: The schema is migrated (a database without a file has no identity to tell it).
+        self._migrated = False
         #: Why the database cannot be used, while it cannot (None: it can).
         self.unavailable: str | None = None
         try:
@@ -173,10 +177,10 @@ class Database:
                     # A file put back (restored from a backup): use it from now on.
                     self.engine.dispose()
                     self._identity = None
-        if self._identity is not None or (self.path is None and self.unavailable is None):
+        if self._identity is not None or (self.path is None and self._migrated):
             return
         with self._ready_lock:
-            if self._identity is not None:
+            if self._identity is not None or (self.path is None and self._migrated):
                 return
             try:
                 if self.path is not None:
@@ -191,6 +195,7 @@ class Database:
             if self.path is not None:
                 info = os.stat(self.path)
                 self._identity = (info.st_dev, info.st_ino)
+            self._migrated = True
             self.unavailable = None
 
     def close(self) -> None:
@@ -230,6 +235,14 @@ class Database:
             conn.execute(
                 update(SchemaVersion).where(SchemaVersion.id == 1).values(version=len(MIGRATIONS))
             )
+
+    def _postgres_settings(self, dbapi_connection: Any, _record: Any) -> None:
+        # As SQLite's busy timeout: a lock held elsewhere (another server's migration, a DBA's
+        # ALTER TABLE) makes a call unavailable (503) after a while, never a thread that waits
+        # for ever. A listener, not connect_args: those would replace the URL's own options.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
+        dbapi_connection.commit()
 
     def _sqlite_pragmas(self, dbapi_connection: Any, _record: Any) -> None:
         # WAL lets readers proceed while the single writer commits; NORMAL sync keeps a

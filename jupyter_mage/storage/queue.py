@@ -383,7 +383,8 @@ class RunQueue(TriggerStore, RunStore):
     ) -> bool:
         values = {**values, "updated_at": utcnow()}
         if logs:
-            values["logs"] = func.coalesce(BlockRun.logs, "") + logs
+            # PostgreSQL text cannot hold NUL (U+0000); both databases keep the same log.
+            values["logs"] = func.coalesce(BlockRun.logs, "") + logs.replace("\x00", "\ufffd")
         changed = cast(
             CursorResult[Any],
             s.execute(
