@@ -1,7 +1,8 @@
 """Fixtures: a real Jupyter server (pytest-jupyter) with jupyter-mage, real kernels, real SQLite.
 
 pytest-jupyter serves under ``base_url = /a%40b/``, so every test also checks that routes honour
-a non-root base URL.
+a non-root base URL. With ``JUPYTER_MAGE_TEST_DB_URL`` set, every database is PostgreSQL instead
+(one empty schema per test, see ``tests/postgres.py``), and tests marked ``sqlite_only`` skip.
 """
 
 from __future__ import annotations
@@ -16,20 +17,64 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from . import postgres
+
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 FINISHED = ("completed", "failed", "cancelled")
 
 
+# -- the database: SQLite, or PostgreSQL with JUPYTER_MAGE_TEST_DB_URL ------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): about SQLite itself (its file, its lock); skipped on the "
+        "PostgreSQL pass (JUPYTER_MAGE_TEST_DB_URL), run on the default one",
+    )
+
+
+def pytest_report_header() -> str:
+    return f"jupyter-mage tests' database: {postgres.describe()}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        mark = item.get_closest_marker("sqlite_only")
+        if mark is None:
+            continue
+        reason = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "")
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: sqlite_only needs a reason")
+        if postgres.SERVER_URL is not None:
+            item.add_marker(pytest.mark.skip(reason=f"sqlite_only: {reason}"))
+
+
+def pytest_sessionfinish() -> None:
+    if postgres.SERVER_URL is not None:
+        postgres.drop_released()
+
+
 @pytest.fixture
-def jp_server_config(jp_server_config: Any, tmp_path: Path) -> dict[str, Any]:
+def db_url(tmp_path: Path) -> str:
+    """The test's own empty database: a SQLite file in ``tmp_path``, or on the PostgreSQL pass
+    a schema of its own on ``JUPYTER_MAGE_TEST_DB_URL``'s server (dropped once its servers
+    have stopped)."""
+    if postgres.SERVER_URL is None:
+        return f"sqlite:///{tmp_path / 'mage.sqlite'}"
+    return postgres.fresh_schema()
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config: Any, db_url: str) -> dict[str, Any]:
     """Strict auth (as the extension template's tests), a temporary database."""
     return {
         "ServerApp": {
             "jpserver_extensions": {"jupyter_mage": True, "jupyter_server_terminals": False},
             "allow_unauthenticated_access": False,
         },
-        "MageApp": {"db_url": f"sqlite:///{tmp_path / 'mage.sqlite'}"},
+        "MageApp": {"db_url": db_url},
     }
 
 

@@ -47,7 +47,7 @@ async def test_token_routes_are_open_but_check_the_token(jp_fetch: Any) -> None:
             assert info.value.code == 404  # trigger 1 does not exist: no auth wall in front
 
 
-def test_no_route_lacks_authentication(tmp_path: Any) -> None:
+def test_no_route_lacks_authentication(tmp_path: Any, db_url: str) -> None:
     """The extension template's check_auth: start a strict server, no auth warning for us."""
     from jupyter_server.serverapp import JupyterServerAuthWarning, ServerApp
 
@@ -57,7 +57,7 @@ def test_no_route_lacks_authentication(tmp_path: Any) -> None:
         reraise_server_extension_failures=True,
         root_dir=str(tmp_path),
     )
-    app.config.MageApp.db_url = f"sqlite:///{tmp_path / 'auth.sqlite'}"
+    app.config.MageApp.db_url = db_url
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         app.initialize(argv=[], find_extensions=False, new_httpserver=False)

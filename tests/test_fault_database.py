@@ -2,7 +2,9 @@
 
 Another process holding SQLite's write lock, a full disk (a small tmpfs), a database deleted
 while the server runs, a read-only one, and a deleted trigger whose id must never come back.
-Mounting a tmpfs needs root, as `.ci/run` has.
+Mounting a tmpfs needs root, as `.ci/run` has. All but the deleted trigger are about SQLite's
+file and lock: they are ``sqlite_only`` (the PostgreSQL pass skips them; run there they would
+test SQLite again, not PostgreSQL).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ SLOW_CHATTY = [
     ),
     block_cell("@transformer\ndef done(x):\n    return x + 1\n", "transformer"),
 ]
+
+SQLITE_FILE = pytest.mark.sqlite_only(reason="SQLite's own file (deleted, full, read-only, mode)")
+SQLITE_LOCK = pytest.mark.sqlite_only(reason="SQLite's write lock held by another process")
 
 
 @pytest.fixture
@@ -120,6 +125,7 @@ async def test_a_deleted_triggers_id_and_idempotency_keys_never_come_back(
     await mage.wait(again["pipeline_run"]["id"])
 
 
+@SQLITE_LOCK
 async def test_a_held_write_lock_blocks_no_read_and_loses_no_write(
     jp_root_dir: Path, jp_serverapp: Any, mage: MageClient
 ) -> None:
@@ -153,6 +159,7 @@ async def test_a_held_write_lock_blocks_no_read_and_loses_no_write(
     assert listed["metadata"]["count"] == 1  # the refused call recorded nothing
 
 
+@SQLITE_FILE
 async def test_a_full_disk_answers_503_and_the_run_ends_once_space_returns(
     jp_root_dir: Path, jp_serverapp: Any, tmpfs: Path, mage: MageClient
 ) -> None:
@@ -191,6 +198,7 @@ async def test_a_full_disk_answers_503_and_the_run_ends_once_space_returns(
     assert len(await mage.block_logs(finished, "slow")) == 900_001
 
 
+@SQLITE_FILE
 async def test_a_database_deleted_under_the_server_answers_503_and_accepts_nothing(
     jp_root_dir: Path, jp_serverapp: Any, mage: MageClient
 ) -> None:
@@ -211,6 +219,7 @@ async def test_a_database_deleted_under_the_server_answers_503_and_accepts_nothi
     assert not path.exists()  # nothing was written to a file nobody will read
 
 
+@SQLITE_FILE
 async def test_a_read_only_database_loads_the_extension_and_answers_503(
     read_only_db: Path, jp_fetch: Any, mage: MageClient
 ) -> None:
@@ -224,6 +233,7 @@ async def test_a_read_only_database_loads_the_extension_and_answers_503(
     assert "read" in body["error"]["message"] or "open" in body["error"]["message"]
 
 
+@SQLITE_FILE
 async def test_the_database_file_is_private_to_its_owner(jp_serverapp: Any) -> None:
     # It holds every trigger's token.
     assert stat.S_IMODE(db_path(jp_serverapp).stat().st_mode) == 0o600

@@ -1,9 +1,10 @@
 """Retention (old runs, block runs, logs and executed notebooks go; unfinished runs never), the
 logs of any kept run, and pipeline listings that hide what JupyterLab hides.
 
-Faults are injected straight into the server's SQLite file: runs are aged by rewriting their
-timestamps, put back to ``running``/``initial`` as another server would leave them, and
-thousands of finished rows are inserted without executing a kernel for each.
+Faults are injected straight into the server's database (its SQLite file, or its PostgreSQL
+schema on the PostgreSQL pass): runs are aged by rewriting their timestamps, put back to
+``running``/``initial`` as another server would leave them, and thousands of finished rows are
+inserted without executing a kernel for each.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.pool import NullPool
 from tornado.httpclient import HTTPClientError
 
 from jupyter_mage.app import MageApp
@@ -57,24 +59,30 @@ def mage_app(serverapp: Any) -> Any:
 
 
 def stamp(value: datetime) -> str:
-    """A timestamp as SQLAlchemy stores it in SQLite (naive UTC)."""
+    """A timestamp as the store keeps it (naive UTC), in a form SQLite and PostgreSQL read."""
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ")
 
 
 @contextmanager
-def database(serverapp: Any) -> Iterator[sqlite3.Connection]:
-    """A direct connection to the server's database file (fault injection), committed at exit."""
-    url = mage_app(serverapp).db_url
-    conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30)
+def database(serverapp: Any) -> Iterator[Connection]:
+    """A connection of its own to the server's database (fault injection), committed at exit.
+
+    Its own engine, not the store's: a writer behind the server's back, as another process is.
+    """
+    engine = create_engine(
+        mage_app(serverapp).db_url,
+        poolclass=NullPool,
+        connect_args={"timeout": 30} if mage_app(serverapp).db_url.startswith("sqlite") else {},
+    )
     try:
-        with conn:
+        with engine.begin() as conn:
             yield conn
     finally:
-        conn.close()
+        engine.dispose()
 
 
 def insert_finished_runs(
-    conn: sqlite3.Connection,
+    conn: Connection,
     pipeline_uuid: str,
     trigger_id: int | None,
     count: int,
@@ -83,58 +91,73 @@ def insert_finished_runs(
 ) -> list[int]:
     """Finished (completed) runs with one ``load`` block run each, as a real run leaves them."""
     ids = []
+    at = stamp(ended)
     for _ in range(count):
-        cursor = conn.execute(
-            "INSERT INTO mage_pipeline_run (pipeline_schedule_id, pipeline_uuid, execution_date,"
-            " status, started_at, completed_at, variables, passed_sla, executor_type,"
-            " executed_notebook, created_at, updated_at)"
-            " VALUES (?, ?, ?, 'completed', ?, ?, '{}', 0, 'jupyter_kernel', ?, ?, ?)",
-            (trigger_id, pipeline_uuid, *[stamp(ended)] * 3, notebook, *[stamp(ended)] * 2),
-        )
-        run_id = int(cursor.lastrowid or 0)
+        run_id = conn.execute(
+            text(
+                "INSERT INTO mage_pipeline_run (pipeline_schedule_id, pipeline_uuid,"
+                " execution_date, status, started_at, completed_at, variables, passed_sla,"
+                " executor_type, executed_notebook, created_at, updated_at)"
+                " VALUES (:trigger, :uuid, :at, 'completed', :at, :at, '{}', false,"
+                " 'jupyter_kernel', :notebook, :at, :at) RETURNING id"
+            ),
+            {"trigger": trigger_id, "uuid": pipeline_uuid, "at": at, "notebook": notebook},
+        ).scalar_one()
         conn.execute(
-            "INSERT INTO mage_block_run (pipeline_run_id, block_uuid, status, started_at,"
-            " completed_at, logs, created_at, updated_at)"
-            " VALUES (?, 'load', 'completed', ?, ?, ?, ?, ?)",
-            (run_id, *[stamp(ended)] * 2, f"LOG {run_id}\n", *[stamp(ended)] * 2),
+            text(
+                "INSERT INTO mage_block_run (pipeline_run_id, block_uuid, status, started_at,"
+                " completed_at, logs, created_at, updated_at)"
+                " VALUES (:run, 'load', 'completed', :at, :at, :logs, :at, :at)"
+            ),
+            {"run": run_id, "at": at, "logs": f"LOG {run_id}\n"},
         )
         ids.append(run_id)
     return ids
 
 
-def make_unfinished(conn: sqlite3.Connection, running: int, waiting: int) -> None:
+def make_unfinished(conn: Connection, running: int, waiting: int) -> None:
     """Put two runs back to ``running`` and ``initial``, as a server still working on them would
     show them. The waiting one carries a run limit of 1, so this server, seeing the running one,
     never claims it."""
     conn.execute(
-        "UPDATE mage_pipeline_run SET status = 'running', completed_at = NULL WHERE id = ?",
-        (running,),
+        text("UPDATE mage_pipeline_run SET status = 'running', completed_at = NULL WHERE id = :id"),
+        {"id": running},
     )
     conn.execute(
-        "UPDATE mage_pipeline_run SET status = 'initial', started_at = NULL, completed_at = NULL,"
-        " trigger_settings = ? WHERE id = ?",
-        (json.dumps({"pipeline_run_limit": 1}), waiting),
+        text(
+            "UPDATE mage_pipeline_run SET status = 'initial', started_at = NULL,"
+            " completed_at = NULL, trigger_settings = :settings WHERE id = :id"
+        ),
+        {"settings": json.dumps({"pipeline_run_limit": 1}), "id": waiting},
     )
 
 
-def age(conn: sqlite3.Connection, run_id: int, days: float) -> None:
+def age(conn: Connection, run_id: int, days: float) -> None:
     """Backdate a run (created, started and ended ``days`` ago)."""
     then = stamp(datetime.now(timezone.utc) - timedelta(days=days))
+    values = {"then": then, "id": run_id}
     conn.execute(
-        "UPDATE mage_pipeline_run SET created_at = ?, started_at = ?,"
-        " completed_at = CASE WHEN completed_at IS NULL THEN NULL ELSE ? END WHERE id = ?",
-        (then, then, then, run_id),
+        text("UPDATE mage_pipeline_run SET created_at = :then, started_at = :then WHERE id = :id"),
+        values,
+    )
+    conn.execute(
+        text(
+            "UPDATE mage_pipeline_run SET completed_at = :then"
+            " WHERE id = :id AND completed_at IS NOT NULL"
+        ),
+        values,
     )
 
 
-def table(conn: sqlite3.Connection) -> tuple[list[int], dict[int, int]]:
+def table(conn: Connection) -> tuple[list[int], dict[int, int]]:
     """Run ids, and block runs per run id, as the database holds them."""
-    runs = [r for (r,) in conn.execute("SELECT id FROM mage_pipeline_run ORDER BY id")]
-    blocks = dict(
-        conn.execute(
-            "SELECT pipeline_run_id, count(*) FROM mage_block_run GROUP BY pipeline_run_id"
-        ).fetchall()
-    )
+    runs = list(conn.execute(text("SELECT id FROM mage_pipeline_run ORDER BY id")).scalars())
+    blocks = {
+        run: count
+        for run, count in conn.execute(
+            text("SELECT pipeline_run_id, count(*) FROM mage_block_run GROUP BY pipeline_run_id")
+        )
+    }
     return runs, blocks
 
 
@@ -207,9 +230,11 @@ async def test_last_n_per_trigger_removes_older_finished_runs_and_notebooks(
         now = datetime.now(timezone.utc)
         n1, n2, n3 = insert_finished_runs(conn, "keep", None, 3, now)
         conn.execute(
-            "UPDATE mage_pipeline_run SET executed_notebook = 'mage_runs/../keep.ipynb'"
-            " WHERE id = ?",
-            (n1,),
+            text(
+                "UPDATE mage_pipeline_run SET executed_notebook = 'mage_runs/../keep.ipynb'"
+                " WHERE id = :id"
+            ),
+            {"id": n1},
         )
     records = Records()
     policy.log.addHandler(records)

@@ -208,10 +208,10 @@ async def test_run_timeout_sets_timeout_status(
 
 
 @pytest.fixture
-def seeded_db(tmp_path: Path, jp_root_dir: Path) -> dict[str, int]:
+def seeded_db(db_url: str, jp_root_dir: Path) -> dict[str, int]:
     """A database as a killed server leaves it: one run 'running', one still 'initial'."""
     write_pipeline(jp_root_dir, "sleepy", SLEEPY)
-    store = Store(f"sqlite:///{tmp_path / 'mage.sqlite'}")
+    store = Store(db_url)
     try:
         loop = asyncio.new_event_loop()
         trigger = loop.run_until_complete(
