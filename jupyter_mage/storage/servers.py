@@ -3,7 +3,7 @@
 A server registers itself (``mage_server``), claims runs under its id (``Run.owner``) and keeps
 its row fresh with a heartbeat. A server is gone when its heartbeat is older than its lease, or,
 seen from the same host, when its process no longer exists (found at once, without waiting for
-the lease). Its ``running`` runs are then failed with the reason, by whichever server sees it
+the lease; a process that still exists gets ten leases). Its ``running`` runs are then failed with the reason, by whichever server sees it
 first; they are never put back in the queue: the gone server's kernels may still be executing
 them (kernels outlive a killed server), and a second execution would run blocks twice.
 
@@ -169,9 +169,14 @@ def _upsert_server(s: Session, server_id: str, lease_seconds: float) -> None:
 
 
 def _is_gone(server: Server, now: datetime) -> bool:
-    if server.host == HOST and not _process_exists(server.pid):
-        return True
-    return now - server.heartbeat_at > timedelta(seconds=server.lease_seconds)
+    silent = now - server.heartbeat_at
+    if server.host == HOST:
+        # Its process tells: gone at once when it exited; while it exists, a late heartbeat
+        # is a busy event loop more likely than a hung server, so it gets ten leases.
+        if not _process_exists(server.pid):
+            return True
+        return silent > timedelta(seconds=10 * server.lease_seconds)
+    return silent > timedelta(seconds=server.lease_seconds)
 
 
 def _process_exists(pid: int) -> bool:
