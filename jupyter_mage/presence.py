@@ -119,6 +119,9 @@ class ServerPresence:
             if run_id not in self._cancelling:
                 self._cancelling.add(run_id)
                 self.log.info("run %s: cancelled through another server", run_id)
-                await self.engine.cancel(run_id)  # an interrupt request: it returns at once
+                try:
+                    await self.engine.cancel(run_id)  # an interrupt request: it returns at once
+                except Exception:  # the loop must live on: it carries this server's heartbeat
+                    self.log.exception("run %s: cancel failed", run_id)
         for run in ended:
             self.board.resolve(run)
