@@ -323,12 +323,10 @@ class KernelPool:
                     local = kernel.client(context=self._context)
                     client = local
                     local.start_channels()
-                await self._wait_ready(kernel, client)
-            except gateway.KernelConnectionLost as exc:
-                if client is not None:
-                    client.stop_channels()
-                await self.shutdown(kernel_id)
-                raise KernelDied(f"kernel {kernel_name} died while starting: {exc}") from None
+                try:
+                    await self._wait_ready(kernel, client)
+                except gateway.KernelConnectionLost as exc:  # started again, as a local one
+                    raise KernelDied(f"kernel {kernel_name} died while starting: {exc}") from None
             except BaseException:
                 if client is not None:
                     client.stop_channels()

@@ -84,7 +84,6 @@ class ServerStore(RunStore):
     def _recover(self, server_id: str, reason: str, starting_lease: float | None) -> list[int]:
         now = utcnow()
         failed: list[int] = []
-        at_start = starting_lease is not None
         with self._sessions.begin() as s:
             if starting_lease is not None:
                 _upsert_server(s, server_id, starting_lease)
@@ -100,7 +99,7 @@ class ServerStore(RunStore):
                 )
                 failed += _fail_running(s, [Run.owner == row.id], why, now)
                 s.delete(row)
-            if at_start:
+            if starting_lease is not None:
                 known = select(Server.id)
                 failed += _fail_running(
                     s,
