@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,12 +148,32 @@ class KernelEngine(LoggingConfigurable):
         active = ActiveRun(plan["id"])
         self._active[active.run_id] = active
         self._idle.clear()
+        # One line at each end of a run: ids, pipeline, status, duration; never variables,
+        # whose values may be secrets.
+        started = time.monotonic()
+        self.log.info(
+            "jupyter-mage: run %s of pipeline %s started (trigger %s)",
+            plan["id"],
+            plan["pipeline_uuid"],
+            plan["pipeline_schedule_id"],
+        )
         try:
             await self._execute(plan, active)
         finally:
             self._active.pop(active.run_id, None)
             if not self._active:
                 self._idle.set()
+            outcome = active.outcome or RunOutcome(RunStatus.FAILED, "the engine stopped")
+            because = f": {outcome.reason[:300]}" if outcome.reason else ""
+            log = self.log.info if outcome.status == RunStatus.COMPLETED else self.log.warning
+            log(
+                "jupyter-mage: run %s of pipeline %s %s after %.2f s%s",
+                plan["id"],
+                plan["pipeline_uuid"],
+                outcome.status,
+                time.monotonic() - started,
+                because,
+            )
 
     def active_run_ids(self) -> list[int]:
         """The runs this engine is executing."""
@@ -357,14 +378,25 @@ class KernelEngine(LoggingConfigurable):
         blocks = pipeline.runnable_blocks()
         existing = {b["block_uuid"]: b for b in plan["block_runs"]}
         missing = [b.uuid for b in blocks if b.uuid not in existing]
+        # Tried again until they land, as every write of an accepted run: a database locked
+        # for a while by another server must not fail the run.
         if missing:
-            for row in await self.store.create_block_runs(plan["id"], missing):
+            created = await until_written(
+                self.log, self.store.create_block_runs, plan["id"], missing
+            )
+            for row in created:
                 existing[row["block_uuid"]] = row
         current = {b.uuid for b in blocks}
         for uuid, row in existing.items():
             if uuid not in current and row["status"] not in BLOCK_FINISHED:
-                await self.board.block(
-                    row["id"], BlockRunStatus.CANCELLED, logs="the block left the notebook\n"
+                await until_written(
+                    self.log,
+                    functools.partial(
+                        self.board.block,
+                        row["id"],
+                        BlockRunStatus.CANCELLED,
+                        logs="the block left the notebook\n",
+                    ),
                 )
         # Outputs live in the kernel, so a retried block needs its upstream blocks again.
         by_uuid = {b.uuid: b for b in blocks}
@@ -426,6 +458,9 @@ class KernelEngine(LoggingConfigurable):
         self, run_id: int, status: RunStatus, metrics: dict[str, Any], executed: str | None = None
     ) -> None:
         """Write a run's final status, trying again until it lands: a run never stays running."""
+        active = self._active.get(run_id)
+        if active is not None:
+            active.outcome = RunOutcome(status, metrics.get("error"))
         await until_written(
             self.log,
             functools.partial(

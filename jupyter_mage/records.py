@@ -31,6 +31,8 @@ class TriggerRecord(TypedDict):
     updated_at: str | None
     last_pipeline_run_status: str | None
     pipeline_runs_count: int
+    #: Calls this server refused lately (see :mod:`jupyter_mage.refusals`), newest first.
+    recent_refusals: NotRequired[list[Any]]
 
 
 class BlockRunRecord(TypedDict):

@@ -172,6 +172,8 @@ class ActiveRun:
     report: KernelReport = field(default_factory=KernelReport)
     #: Set by the kernel's ``run_finished`` event: every block has its final status.
     blocks_done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The final status as written, and why (for the server log's line about the run).
+    outcome: RunOutcome | None = None
 
 
 #: One block-run write: (block run id, new status or None for a log append, logs, columns).

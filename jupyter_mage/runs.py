@@ -25,11 +25,12 @@ from .dispatcher import Dispatcher
 from .engine import KernelEngine
 from .pipeline import Pipeline, PipelineNotFound
 from .records import RunRecord, TriggerRecord
+from .refusals import RefusalLog
 from .repository import PipelineRepository
 from .state import StatusBoard
 from .statuses import RUN_FINISHED, RunStatus, TriggerStatus
 from .storage import NewRun, Store, utcnow
-from .validation import ApiError
+from .validation import ApiError, TriggerNotFound
 
 #: Triggers whose pipeline the service remembers (then it forgets them all and learns again).
 _REMEMBERED_TRIGGERS = 10_000
@@ -88,13 +89,23 @@ def admit(
     limit always queues).
     """
     if trigger is None:
-        raise ApiError(404, "not_found", f"trigger {call.trigger_id} not found")
+        raise TriggerNotFound(call.trigger_id)
     if call.check is not None:
         call.check(trigger)
     if trigger["status"] != TriggerStatus.ACTIVE:
         raise ApiError(409, "trigger_inactive", f"trigger {trigger['id']} is inactive")
     if pipeline is None or pipeline.uuid != trigger["pipeline_uuid"]:
         raise pipeline_not_found(trigger["pipeline_uuid"])
+    if not pipeline.is_valid:
+        # Refused before a kernel starts: the caller learns now what is wrong, and no run
+        # is recorded that could only fail.
+        problems = "; ".join(e["message"] for e in pipeline.errors)
+        raise ApiError(
+            422,
+            "invalid_pipeline",
+            f"pipeline '{pipeline.uuid}' is invalid: {problems}"[:2000],
+            list(pipeline.errors),
+        )
     settings = trigger["settings"]
     return {
         "values": {
@@ -109,7 +120,7 @@ def admit(
             "idempotency_key": call.idempotency_key,
         },
         "skip_if_active": skip_threshold(settings),
-        "block_uuids": [b.uuid for b in pipeline.runnable_blocks()] if pipeline.is_valid else [],
+        "block_uuids": [b.uuid for b in pipeline.runnable_blocks()],
         "start": start and not settings.get("pipeline_run_limit"),
     }
 
@@ -131,6 +142,11 @@ class RunService:
         self.engine = engine
         self.repository = repository
         self._trigger_pipelines: dict[int, str] = {}
+        self.refusals = RefusalLog()
+
+    def with_refusals(self, trigger: TriggerRecord) -> TriggerRecord:
+        """The trigger with the calls this server refused lately (``recent_refusals``)."""
+        return {**trigger, "recent_refusals": self.refusals.recent(trigger["id"])}
 
     async def accept(self, call: TriggerCall, wait: float | None = None) -> Answer:
         """Commit the run of a trigger call, start or queue it, and say what to answer.

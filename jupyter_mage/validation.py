@@ -71,6 +71,8 @@ WRITABLE_TRIGGER_FIELDS = frozenset(
     }
 )
 RUN_FIELDS = frozenset({"variables", "execution_date", "pipeline_schedule_id", "pipeline_uuid"})
+#: Run fields a caller may put at the top level by mistake (the ``pipeline_run`` level forgotten).
+_MISPLACED_RUN_FIELDS = ("variables", "execution_date")
 _INTERVAL = re.compile(r"^(@once|@hourly|@daily|@weekly|@monthly|@always_on|(\S+\s+){4}\S+)$")
 #: Deepest nesting of arrays and objects accepted in a request body (the body itself is level 1,
 #: so a trigger call's variables may nest 61 levels). Mage bodies need a handful.
@@ -94,11 +96,22 @@ _MIN_YEAR = 1000
 class ApiError(web.HTTPError):
     """An error answered as ``{"message", "error": {"code", "type", "message"}}``."""
 
-    def __init__(self, status: int, error_type: str, message: str) -> None:
+    def __init__(
+        self, status: int, error_type: str, message: str, errors: list[Any] | None = None
+    ) -> None:
         # Passed as an argument: tornado %-formats log_message when it logs the error.
         super().__init__(status, "%s", message)
         self.error_type = error_type
         self.message = message
+        #: Itemised problems (a pipeline's validation errors), as ``error.errors`` in the body.
+        self.errors = errors
+
+
+class TriggerNotFound(ApiError):
+    """The 404 of a trigger id that does not exist (nothing to note a refusal on)."""
+
+    def __init__(self, trigger_id: int | str) -> None:
+        super().__init__(404, "not_found", f"trigger {str(trigger_id)[:40]} not found")
 
 
 class _NotFinite(ValueError):
@@ -340,6 +353,16 @@ def run_request(body: dict[str, Any]) -> tuple[dict[str, Any], datetime | None, 
             400,
             "unknown_field",
             f"unknown pipeline_run field(s): {', '.join(sorted(map(str, unknown)))[:200]}",
+        )
+    misplaced = [key for key in _MISPLACED_RUN_FIELDS if key in body and key not in run]
+    if misplaced:
+        # Top-level keys are Mage's event variables, so {"variables": {...}} would be taken
+        # as one event variable named "variables" and the run variables silently lost.
+        raise ApiError(
+            400,
+            "misplaced_field",
+            f"{', '.join(repr(k) for k in misplaced)} must go inside 'pipeline_run': "
+            '{"pipeline_run": {"variables": {...}}}',
         )
     variables = _object(run.get("variables"), "variables")
     execution_date = None

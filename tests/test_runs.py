@@ -188,7 +188,12 @@ async def test_pipelines_api_and_global_variables(jp_root_dir: Path, mage: MageC
     with pytest.raises(HTTPClientError) as info:
         await mage.call("PUT", "mage", "pipelines", "dir", "p", "variables", body={"variables": 1})
     assert info.value.code == 400
-    # An invalid pipeline can have triggers, but its runs fail with the reason.
+    # An invalid pipeline can have triggers, but a call is refused (422) with the reason.
     trigger = await mage.create_trigger("broken")
-    run = await mage.wait((await mage.run_now(trigger["id"]))["id"])
-    assert run["status"] == "failed" and "ghost" in run["metrics"]["error"]
+    with pytest.raises(HTTPClientError) as info:
+        await mage.run_now(trigger["id"])
+    assert info.value.code == 422 and info.value.response is not None
+    assert "ghost" in json.loads(info.value.response.body)["message"]
+    assert await mage.call("GET", "api", "pipeline_runs") == {
+        "pipeline_runs": [], "metadata": {"count": 0, "next": False}
+    }  # fmt: skip

@@ -15,6 +15,7 @@ from ..runs import TriggerCall, TriggerCheck, pipeline_not_found
 from ..storage import DatabaseUnavailable
 from ..validation import (
     ApiError,
+    TriggerNotFound,
     decode_argument,
     idempotency_key,
     parse_id,
@@ -42,8 +43,13 @@ _ERROR_TYPES = {
 RETRY_AFTER = 5
 
 
-def _error_body(status: int, error_type: str, message: str) -> dict[str, Any]:
-    return {"message": message, "error": {"code": status, "type": error_type, "message": message}}
+def _error_body(
+    status: int, error_type: str, message: str, errors: list[Any] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": status, "type": error_type, "message": message}
+    if errors is not None:
+        error["errors"] = errors
+    return {"message": message, "error": error}
 
 
 class MageHandler(ExtensionHandlerMixin, APIHandler):
@@ -86,13 +92,14 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         nothing was recorded, and the caller should try again.
         """
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        errors: list[Any] | None = None
         if isinstance(exc, DatabaseUnavailable):
             status_code = 503
             self.set_status(503)
             self.set_header("Retry-After", str(RETRY_AFTER))
             error_type, message = "database_unavailable", f"the database is unavailable: {exc}"
         elif isinstance(exc, ApiError):
-            error_type, message = exc.error_type, exc.message
+            error_type, message, errors = exc.error_type, exc.message, exc.errors
         elif isinstance(exc, web.HTTPError):
             error_type = _ERROR_TYPES.get(status_code, "http_error")
             message = exc.log_message or self._reason or error_type
@@ -104,14 +111,14 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         else:
             error_type, message = "internal_error", "Unhandled error"
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(_error_body(status_code, error_type, message)))
+        self.finish(json.dumps(_error_body(status_code, error_type, message, errors)))
 
     async def find_trigger(self, trigger_id: str) -> TriggerRecord:
         """A trigger by path id (with its run statistics), or 404."""
         trigger = await self.mage.store.get_trigger(parse_id(trigger_id, "trigger"))
         if trigger is None:
-            raise ApiError(404, "not_found", f"trigger {trigger_id} not found")
-        return trigger
+            raise TriggerNotFound(trigger_id)
+        return self.mage.runs.with_refusals(trigger)
 
     async def find_pipeline(self, uuid: str) -> Any:
         """A pipeline by uuid, or 404 (also for paths outside the root dir)."""
@@ -127,13 +134,21 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         ``Idempotency-Key`` header makes a repeated call answer the first run instead.
         """
         tid = parse_id(trigger_id, "trigger")
-        wait = wait_seconds(self.get_argument("wait", None), self.mage.max_wait_seconds)
-        key = idempotency_key(self.request.headers.get("Idempotency-Key"))
-        variables, execution_date, events = run_request(self.read_json())
-        call = TriggerCall(tid, variables, execution_date, events, key, check)
-        answer = await self.mage.runs.accept(call, wait)
+        refusals = self.mage.runs.refusals
+        try:
+            wait = wait_seconds(self.get_argument("wait", None), self.mage.max_wait_seconds)
+            key = idempotency_key(self.request.headers.get("Idempotency-Key"))
+            variables, execution_date, events = run_request(self.read_json())
+            call = TriggerCall(tid, variables, execution_date, events, key, check)
+            answer = await self.mage.runs.accept(call, wait)
+        except TriggerNotFound:
+            raise
+        except ApiError as refused:  # kept for the trigger's page: the caller's mistake
+            refusals.note(tid, refused)
+            raise
         if answer.refusal is not None:
             refusal = answer.refusal
+            refusals.note(tid, refusal)
             self.set_status(refusal.status_code)
             body = _error_body(refusal.status_code, refusal.error_type, refusal.message)
             self.write_json({**body, "pipeline_run": answer.run})

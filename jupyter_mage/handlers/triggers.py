@@ -10,6 +10,7 @@ from tornado import web
 from ..records import TriggerRecord
 from ..validation import (
     ApiError,
+    TriggerNotFound,
     envelope,
     parse_id,
     trigger_fields,
@@ -31,7 +32,7 @@ class TriggersHandler(MageHandler):
         else:
             uuid = self.get_argument("pipeline_uuid", None)
         triggers = await self.mage.store.list_triggers(uuid)
-        self.write_json({"pipeline_schedules": triggers})
+        self.write_json({"pipeline_schedules": [self.mage.runs.with_refusals(t) for t in triggers]})
 
     @web.authenticated
     @authorized
@@ -65,15 +66,16 @@ class TriggerHandler(MageHandler):
             parse_id(trigger_id, "trigger"), values, rotate_token=rotate
         )
         if trigger is None:
-            raise ApiError(404, "not_found", f"trigger {trigger_id} not found")
-        self.write_json({"pipeline_schedule": trigger})
+            raise TriggerNotFound(trigger_id)
+        self.write_json({"pipeline_schedule": self.mage.runs.with_refusals(trigger)})
 
     @web.authenticated
     @authorized
     async def delete(self, trigger_id: str) -> None:
         trigger = await self.mage.store.delete_trigger(parse_id(trigger_id, "trigger"))
         if trigger is None:
-            raise ApiError(404, "not_found", f"trigger {trigger_id} not found")
+            raise TriggerNotFound(trigger_id)
+        self.mage.runs.refusals.forget(trigger["id"])
         self.write_json({"pipeline_schedule": trigger})
 
 
