@@ -23,6 +23,7 @@ from .retention import RetentionPolicy
 from .runs import RunService
 from .state import StatusBoard
 from .storage import DatabaseUnavailable, Store
+from .storage.notifications import Listener, Notice, libpq_url
 from .storage.servers import HOST
 
 
@@ -189,6 +190,19 @@ class MageApp(ExtensionApp):
             self.remote_poll_interval,
             self.log,
         )
+        # On PostgreSQL, other servers' queued runs, ended runs and cancels arrive as notices.
+        self.listener: Listener | None = None
+        if self.store.engine.dialect.name == "postgresql":
+            self.listener = Listener(
+                libpq_url(self.store.engine.url),
+                {
+                    Notice.QUEUED: self.dispatcher.wake,
+                    Notice.ENDED: self.presence.wake,
+                    Notice.CANCEL: self.presence.wake,
+                },
+                self.log,
+            )
+            self.presence.notified = self.listener.listening
         self.log.info(
             "jupyter-mage: database %s; server id %s", _safe_url(self.db_url), self.server_id
         )
@@ -201,6 +215,8 @@ class MageApp(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Start the queue (after the recovery), fill the kernel pool."""
         self.presence.start()
+        if self.listener is not None:
+            self.listener.start()
         self.engine.kernels.refill(self.engine.kernel_name)
         if self.dispatcher.is_open:
             self.dispatcher.wake()
@@ -242,6 +258,8 @@ class MageApp(ExtensionApp):
             self._recovery.cancel()
         await self.dispatcher.stop()
         await self.presence.stop()  # after the runs ended: then this server's row goes
+        if self.listener is not None:
+            await self.listener.stop()
         await self.retention.stop()  # before the store closes: a sweep may be mid-batch
         self.store.close()
 

@@ -2,10 +2,12 @@
 
 One loop per server. It renews the server's lease (every third of it) and fails the runs of
 servers that are gone (see :mod:`jupyter_mage.storage.servers`). While this server executes
-runs or waits for some (``?wait``, cancel), it also asks the database, every
-``remote_interval`` seconds, what other servers did: a cancel asked for one of its runs (it then
-interrupts the kernel, as a local cancel does), or the end of a run it waits for. Runs that end
-here need none of this: the status board tells their waiters at once.
+runs or waits for some (``?wait``, cancel), it also asks the database what other servers did: a
+cancel asked for one of its runs (it then interrupts the kernel, as a local cancel does), or the
+end of a run it waits for. On PostgreSQL it asks when another server's notice says so
+(:mod:`jupyter_mage.storage.notifications`), and once per heartbeat in case a notice was lost;
+on SQLite every ``remote_interval`` seconds. Runs that end here need none of this: the status
+board tells their waiters at once.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class ServerPresence:
         self.remote_interval = remote_interval
         self.log = log
         self._wakeup = asyncio.Event()
+        #: Set while other servers' notices arrive (PostgreSQL's LISTEN): then the reads of
+        #: their work are a safety net, once per heartbeat, not every ``remote_interval``.
+        self.notified: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._cancelling: set[int] = set()  # cancels from elsewhere already acted on
 
@@ -80,7 +85,9 @@ class ServerPresence:
             running, watched = self.engine.active_run_ids(), self.board.watched_ids()
             if running or watched:
                 await self._look_elsewhere(running, watched)
-            timeout = self.remote_interval if running or watched else next_beat - loop.time()
+            timeout = next_beat - loop.time()
+            if (running or watched) and not (self.notified and self.notified.is_set()):
+                timeout = self.remote_interval
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), max(timeout, 0.0))
             self._wakeup.clear()

@@ -33,6 +33,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "sqlite_only(reason): about SQLite itself (its file, its lock); skipped on the "
         "PostgreSQL pass (JUPYTER_MAGE_TEST_DB_URL), run on the default one",
     )
+    config.addinivalue_line(
+        "markers",
+        "postgres_only(reason): about PostgreSQL itself (LISTEN/NOTIFY, row locks); run on "
+        "the PostgreSQL pass, skipped on the default one",
+    )
 
 
 def pytest_report_header() -> str:
@@ -41,14 +46,18 @@ def pytest_report_header() -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        mark = item.get_closest_marker("sqlite_only")
-        if mark is None:
-            continue
-        reason = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "")
-        if not reason:
-            raise pytest.UsageError(f"{item.nodeid}: sqlite_only needs a reason")
-        if postgres.SERVER_URL is not None:
-            item.add_marker(pytest.mark.skip(reason=f"sqlite_only: {reason}"))
+        for name, skipped in (
+            ("sqlite_only", postgres.SERVER_URL is not None),
+            ("postgres_only", postgres.SERVER_URL is None),
+        ):
+            mark = item.get_closest_marker(name)
+            if mark is None:
+                continue
+            reason = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "")
+            if not reason:
+                raise pytest.UsageError(f"{item.nodeid}: {name} needs a reason")
+            if skipped:
+                item.add_marker(pytest.mark.skip(reason=f"{name}: {reason}"))
 
 
 def pytest_sessionfinish() -> None:

@@ -154,7 +154,11 @@ async def test_keyed_calls_spread_over_two_servers_run_exactly_once(
     again = await asyncio.gather(*(call(i + 1, key) for i, key in enumerate(keys[:50])))
     assert [r["id"] for r in again] == [r["id"] for r in first[:50]]
     runs = [await until_final(servers[0], r["id"], timeout=240) for r in first]
-    assert Counter(r["status"] for r in runs) == {"completed": 200}
+    failures = {
+        r["id"]: (r["metrics"] or {}).get("error") for r in runs if r["status"] != "completed"
+    }
+    logs = "\n".join(server.log_tail(15) for server in servers) if failures else ""
+    assert Counter(r["status"] for r in runs) == {"completed": 200}, f"{failures}\n{logs}"
     starts = Counter(line.split()[1] for line in ledger_lines(ledger) if line.startswith("start"))
     assert starts == dict.fromkeys(keys, 1)
 
@@ -258,3 +262,38 @@ async def test_a_run_limit_holds_across_servers(cluster: Cluster, tmp_path: Path
 
 def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
+
+
+@pytest.mark.postgres_only("LISTEN/NOTIFY is PostgreSQL's")
+async def test_on_postgresql_other_servers_hear_of_queued_ended_and_cancelled_runs_at_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Polls so slow that only a notice explains a quick reaction: reads of other servers'
+    # work once per heartbeat (lease / 3 = 20 s), the queue every 60 s.
+    slow = {"server_lease": 60.0, "remote_poll_interval": 60.0, "queue_poll_interval": 60.0}
+    busy, free = await cluster.start(2, max_concurrent_runs=1, **slow)
+    trigger_id = await new_trigger(busy)
+    ledger = tmp_path / "ledger.txt"
+    # Ended: a ?wait on free for a run that busy executes is answered when it ends there.
+    key = {"Idempotency-Key": "w"}
+    run = await trigger(busy, trigger_id, "w", ledger, seconds=2, headers=key)
+    waited = await trigger(free, trigger_id, "w", ledger, seconds=2, headers=key, wait=30)
+    answered = time.time()
+    assert (waited["id"], waited["status"]) == (run["id"], "completed")
+    assert answered - _epoch(waited["completed_at"]) < 5
+    # Queued: busy's one slot is taken, so the next run it accepts waits in the queue, and
+    # free claims it.
+    held = await trigger(busy, trigger_id, "held", ledger, seconds=60)
+    queued = await trigger(busy, trigger_id, "queued", ledger, seconds=0)
+    assert (await until_final(free, queued["id"], timeout=10))["status"] == "completed"
+    # Cancel: asked through free, busy interrupts the held block.
+    deadline = time.monotonic() + 30
+    while "start held" not in ledger_lines(ledger):
+        assert time.monotonic() < deadline, "the held block never started"
+        await asyncio.sleep(0.05)
+    asked = time.monotonic()
+    body = {"pipeline_run": {"status": "cancelled"}}
+    answer = (await free.call("PUT", f"api/pipeline_runs/{held['id']}", body))["pipeline_run"]
+    assert answer["status"] == "cancelled"
+    assert time.monotonic() - asked < 10
+    assert "end held" not in ledger_lines(ledger)

@@ -25,8 +25,9 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session
 
 from ..records import BlockRunRecord, RunPlan, RunRecord, TriggerRecord
-from ..statuses import BlockRunStatus, RunStatus
+from ..statuses import RUN_FINISHED, BlockRunStatus, RunStatus
 from .database import DatabaseUnavailable, unavailable_reason, writes
+from .notifications import Notice, announce
 from .runs import RunStore
 from .schema import BLOCK_RUNS, RUNS, BlockRun, Run, Trigger, utcnow
 from .triggers import TriggerStore
@@ -165,6 +166,8 @@ class RunQueue(TriggerStore, RunStore):
                     for uuid in block_uuids
                 ],
             )
+        if outcome == "created" and not self.is_sqlite:
+            announce(s, Notice.QUEUED)  # once per transaction: PostgreSQL folds equal notices
         if outcome != "started":
             return NewRun(run_to_dict(run), outcome)
         # Answered as accepted (``initial``); it was claimed in the same commit.
@@ -338,6 +341,10 @@ class RunQueue(TriggerStore, RunStore):
         with self._sessions.begin() as s:
             if not self._update_if(s, Run, run_id, list(allowed_from), values, ""):
                 return None
+            if not self.is_sqlite and values.get("status") in RUN_FINISHED:
+                announce(s, Notice.ENDED)
+            elif not self.is_sqlite and values.get("status") == RunStatus.INITIAL:
+                announce(s, Notice.QUEUED)  # a retry put it back in the queue
             run = s.get(Run, run_id, populate_existing=True)
             assert run is not None  # updated in this transaction
             data = run_to_dict(run)

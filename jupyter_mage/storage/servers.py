@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from ..records import RunRecord
 from ..statuses import BLOCK_FINISHED, RUN_FINISHED, BlockRunStatus, RunStatus
 from .database import reads, writes
+from .notifications import Notice, announce
 from .runs import RunStore
 from .schema import BlockRun, Run, Server, utcnow
 from .views import run_to_dict
@@ -121,6 +122,8 @@ class ServerStore(RunStore):
                     .values(cancel_requested=True)
                 ),
             )
+            if asked.rowcount == 1 and not self.is_sqlite:
+                announce(s, Notice.CANCEL)
             return bool(asked.rowcount == 1)
 
     @reads
@@ -206,4 +209,6 @@ def _fail_running(s: Session, where: list[Any], reason: str, now: datetime) -> l
             block.completed_at = now
             if running:
                 block.metrics = {"error": {"message": reason, "type": "ServerStopped"}}
+    if runs and s.get_bind().dialect.name == "postgresql":
+        announce(s, Notice.ENDED)
     return [r.id for r in runs]
