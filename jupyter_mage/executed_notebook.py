@@ -24,12 +24,16 @@ def write_executed_notebook(
 ) -> str:
     """Write the executed copy of a run's notebook; its path (relative to ``root`` if inside).
 
-    Block cells get the outputs the run recorded (bounded) and their final status; a first
-    markdown cell shows the run's kwargs. Blocking: run it in a thread.
+    Block cells get the outputs the run recorded (bounded), their outputs' summaries (a
+    table for data frames and records) and their final status; a first markdown cell shows the
+    run's kwargs. Every cell is read-only (JupyterLab's ``editable``/``deletable`` cell
+    metadata): it is a record of what ran, not a notebook to go on with. Blocking: run it in a
+    thread.
     """
     nb = copy.deepcopy(pipeline.notebook)
     by_index = {b.cell_index: b.uuid for b in pipeline.blocks}
     for index, cell in enumerate(nb.cells):
+        cell.setdefault("metadata", {}).update(editable=False, deletable=False)
         if cell.get("cell_type") != "code":
             continue
         cell["execution_count"] = None
@@ -52,7 +56,10 @@ def write_executed_notebook(
         f"**Run {plan['id']}** of pipeline `{pipeline.uuid}`: **{status}**\n\n"
         f"kwargs of this run:\n\n```json\n{json.dumps(shown, indent=2, default=str)}\n```"
     )
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(header))
+    nb.cells.insert(
+        0, nbformat.v4.new_markdown_cell(header, metadata={"editable": False, "deletable": False})
+    )
+    nb.metadata.setdefault("mage", {})["executed_run"] = plan["id"]
     target = runs_path / pipeline.uuid / f"run_{plan['id']}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     # The copy came from a valid notebook: plain JSON, skipping nbformat's slow validation.

@@ -19,6 +19,9 @@ in Mage), the block runs:
   ``hand_run=True``, ``pipeline_run_id=None`` and ``trigger_name=None``;
 - its **tests** run after it; a **sensor** is polled with the pipeline's interval and timeout;
 - a *script block* (no decorated function) gets its ``kwargs`` defined before its cell runs.
+- a notebook of a **Mage project** (``metadata.mage.project``) gets Mage's layout before every
+  cell runs (cwd at the project's parent, the parent on ``sys.path``, ``get_repo_path()``),
+  and its blocks' ``kwargs`` gain ``configuration`` and ``repo_path``.
 
 A readable summary (a table for DataFrames and lists of records) is displayed; an error makes the
 cell fail like any error in the cell would. ``%load_ext jupyter_mage`` additionally defines the
@@ -31,7 +34,6 @@ module globals.
 
 from __future__ import annotations
 
-import html
 import os
 import time
 from datetime import datetime, timezone
@@ -40,6 +42,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from . import runtime
+from .output_display import summary_bundle
 
 #: The MIME type of the machine-readable part of a hand run's summary.
 HANDRUN_MIME = "application/vnd.jupyter-mage.handrun+json"
@@ -109,6 +112,8 @@ class HandRunner:
         self.context: dict[str, Any] = {}
         self.pending: list[Any] = []
         self._cache: tuple[Path, int, Any] | None = None
+        # Mage's guarded imports and get_repo_path work in this kernel without mage-ai.
+        runtime.install_mage_stand_in()
         shell.events.register("pre_run_cell", self.pre_run_cell)
         shell.events.register("post_run_cell", self.post_run_cell)
 
@@ -143,8 +148,11 @@ class HandRunner:
         by its id in the saved notebook. Other cells are left alone.
         """
         cell_id = getattr(info, "cell_id", None) or _parent_cell_id(self.shell)
-        pipeline = self.pipeline() if cell_id else None
+        pipeline = self.pipeline()
         if pipeline is None:
+            return
+        self.enter_layout(pipeline)  # before any cell's code: its imports and relative paths
+        if not cell_id:
             return
         from .pipeline import decorated_function_names
 
@@ -201,7 +209,52 @@ class HandRunner:
             _display_summary(uuid, outputs, time.perf_counter() - started)
 
         block_type = block.type if block is not None else "custom"
-        return runtime.call_block(found, args, kwargs, uuid, block_type, settings, keep)
+        list_outputs = pipeline.list_outputs if pipeline is not None else "one"
+        return runtime.call_block(
+            found, args, kwargs, uuid, block_type, settings, keep, list_outputs=list_outputs
+        )
+
+    def run_sql_cell(self, line: str, cell: str) -> None:
+        """The ``%%mage_sql`` cell magic: the cell's SQL block runs as in a triggered run
+        (:func:`.runtime.sql.run_sql`), with the hand-run upstream outputs; its output is kept
+        and shown like a Python block's."""
+        from .runtime.sql import run_sql, sql_template
+
+        pipeline = self.pipeline()
+        sql_blocks = [b for b in (pipeline.blocks if pipeline else []) if b.language == "sql"]
+        cell_id = _parent_cell_id(self.shell)
+        cells = pipeline.notebook.cells if pipeline else []
+        block = next((b for b in sql_blocks if cells[b.cell_index].get("id") == cell_id), None)
+        if block is None:  # no cell id (not JupyterLab): the saved cell with the same SQL
+            same = [b for b in sql_blocks if sql_template(b.source).strip() == cell.strip()]
+            block = same[0] if len(same) == 1 else None
+        if block is None:
+            raise HandRunError(
+                "This %%mage_sql cell is not a SQL block of the saved notebook: give it a "
+                "block-type tag (data_loader, transformer, data_exporter, custom), its "
+                "metadata.mage.configuration (data_provider...), and save the notebook."
+            )
+        missing = [u for u in block.upstream_blocks if u not in self.outputs]
+        if missing:
+            raise HandRunError(
+                f"Block {block.uuid} needs the output of '{missing[0]}': run the cell of block "
+                f"'{missing[0]}' first (upstream blocks, in order: "
+                f"{', '.join(block.upstream_blocks)})."
+            )
+        started = time.perf_counter()
+        path = self.notebook_path()
+        outputs = run_sql(
+            cell,
+            block.configuration,
+            [self.outputs[u] for u in block.upstream_blocks],
+            list(block.upstream_blocks),
+            self.kwargs(pipeline, block.uuid),
+            block.uuid,
+            block.type,
+            home=str(path.parent) if path is not None else os.getcwd(),
+        )
+        self.outputs[block.uuid] = runtime.as_input(outputs)
+        _display_summary(block.uuid, outputs, time.perf_counter() - started)
 
     def _describe_addon(self, found: runtime.BlockFunctions, result: Any) -> None:
         """A conditional or callback cell: evaluate conditions now if the inputs are there."""
@@ -235,6 +288,20 @@ class HandRunner:
             print(f"condition block {addon.uuid} of {parent_uuid}: {bool(value)}")
 
     # -- the pipeline this kernel belongs to -------------------------------------------------
+
+    def project_dir(self, pipeline: Any) -> str | None:
+        """The folder of the Mage project the notebook belongs to (``metadata.mage.project``)."""
+        path = self.notebook_path()
+        if pipeline is None or pipeline.project is None or path is None:
+            return None
+        return runtime.resolve_repo_path(pipeline.project["repo_path"], str(path.parent))
+
+    def enter_layout(self, pipeline: Any) -> None:
+        """Mage's layout for a Mage project's notebook: cwd at the project's parent, the parent
+        on ``sys.path``, ``get_repo_path()`` at the project (kept for the kernel's session)."""
+        project = self.project_dir(pipeline)
+        if project is not None and os.path.isdir(project):
+            runtime.enter_project(project)
 
     def notebook_path(self) -> Path | None:
         """The notebook of this kernel: Jupyter Server's ``JPY_SESSION_NAME``, found on disk."""
@@ -312,6 +379,11 @@ class HandRunner:
 
         variables = merge_variables(pipeline.variables if pipeline else {}, {}, {}, {})
         now = datetime.now(timezone.utc)
+        project = self.project_dir(pipeline)
+        if project is not None:  # as Mage: the block's configuration and the project's folder
+            block = next((b for b in pipeline.blocks if b.uuid == uuid), None)
+            configuration = pipeline.block_configuration(block) if block is not None else {}
+            variables = {**variables, "configuration": configuration, "repo_path": project}
         return {
             **variables,
             "execution_date": now,
@@ -362,40 +434,23 @@ def _display_summary(uuid: str, outputs: list[Any], seconds: float) -> None:
     from IPython.display import publish_display_data
 
     summaries = [runtime.summarize(value, i) for i, value in enumerate(outputs)]
-    title = f"{uuid}: {len(outputs)} output{'s' if len(outputs) != 1 else ''} ({seconds:.2f} s)"
-    text = [title]
-    parts = [f"<p><b>{html.escape(uuid)}</b>: hand run, {len(outputs)} output(s)</p>"]
-    for summary in summaries:
-        size = summary.get("shape") or summary.get("length")
-        head = f"{summary['variable_uuid']}: {summary['type']}" + (f" {size}" if size else "")
-        text.append(f"  {head}\n  {summary['text_data'][:500]}")
-        parts.append(f"<p><code>{html.escape(head)}</code></p>")
-        sample = summary.get("sample_data")
-        if sample:
-            parts.append(_table(sample["columns"], sample["rows"]))
-        else:
-            parts.append(f"<pre>{html.escape(summary['text_data'])}</pre>")
-    publish_display_data(
-        {
-            "text/plain": "\n".join(text),
-            "text/html": "\n".join(parts),
-            HANDRUN_MIME: {"block": uuid, "outputs": summaries},
-        }
-    )
-
-
-def _table(columns: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    count = f"{len(outputs)} output{'s' if len(outputs) != 1 else ''}"
+    bundle: dict[str, Any] = summary_bundle(uuid, summaries, f"hand run, {count} ({seconds:.2f} s)")
+    bundle[HANDRUN_MIME] = {"block": uuid, "outputs": summaries}
+    publish_display_data(bundle)
 
 
 def load_ipython_extension(shell: Any) -> None:
     """``%load_ext jupyter_mage``: decorators in the namespace, block cells hand-run."""
     shell.push(dict(DECORATORS))
-    HandRunner.of(shell)
+    runner = HandRunner.of(shell)
+    runner.enter_layout(runner.pipeline())
+    # SQL block cells (%%mage_sql) run through the runner of this shell, whichever it is then.
+    shell.register_magic_function(
+        lambda line, cell: HandRunner.of(shell).run_sql_cell(line, cell),
+        magic_kind="cell",
+        magic_name="mage_sql",
+    )
 
 
 def unload_ipython_extension(shell: Any) -> None:
@@ -403,6 +458,7 @@ def unload_ipython_extension(shell: Any) -> None:
     for name, fn in DECORATORS.items():
         if shell.user_ns.get(name) is fn:
             del shell.user_ns[name]
+    shell.magics_manager.magics["cell"].pop("mage_sql", None)
     runner = getattr(shell, _ATTRIBUTE, None)
     if runner is not None:
         runner.close()

@@ -8,11 +8,13 @@ under the root dir, reads them in a worker thread and caches them by modificatio
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from .runtime import DEFAULT_SENSOR_INTERVAL, DEFAULT_SENSOR_TIMEOUT
+from .runtime.sql import configuration_problems, is_sql_source
 
 #: Block types that run in a pipeline run, in the order Mage lists them.
 RUNNABLE_TYPES = ("data_loader", "transformer", "data_exporter", "custom", "sensor")
@@ -40,7 +42,26 @@ _NUMBER_SETTINGS = (
     "retry_max_delay",
 )
 DEFAULT_RETRY = {"retries": 0, "delay": 5.0, "max_delay": 60.0, "exponential_backoff": True}
+#: Keys of ``<key>:<value>`` cell tags (a near miss of one is an error).
+_TAG_KEYS = (_NAME_TAG[:-1], _UPSTREAM_TAG[:-1], *_NUMBER_SETTINGS)
+#: ``@decorator`` (alone or with arguments) directly above a top-level ``def name``.
+_DECORATED_DEF = re.compile(
+    r"^@([A-Za-z_]\w*)[^\n]*\n(?:@[^\n]*\n)*(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE
+)
+#: An IPython line magic or shell escape line, with its indent (group 1).
+_MAGIC_LINE = re.compile(r"^([ \t]*)[%!].*$", re.MULTILINE)
 _UUID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+class PipelineError(TypedDict):
+    """A validation error: the block (``""`` for the notebook), its kind, and its cell."""
+
+    block_uuid: str
+    #: ``invalid``, ``cycle``, ``syntax`` or ``unknown_tag``.
+    type: str
+    message: str
+    #: The notebook cell it is about, when there is one (the UI marks that cell).
+    cell_index: NotRequired[int]
 
 
 class PipelineNotFound(LookupError):
@@ -61,6 +82,10 @@ class Block:
     callback_blocks: list[str] = field(default_factory=list)
     #: Cell-tag settings (``sensor_interval:<s>``, ``timeout:<s>``, ``retries:<n>``...), as numbers.
     settings: dict[str, float] = field(default_factory=dict)
+    #: ``python``, or ``sql`` for a ``%%mage_sql`` cell (a SQL block, see :mod:`.runtime.sql`).
+    language: str = "python"
+    #: Mage's block ``configuration`` (the cell's ``metadata.mage.configuration``).
+    configuration: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The block as the API shows it (add-ons list their parents as upstream, as Mage)."""
@@ -68,6 +93,8 @@ class Block:
             "uuid": self.uuid,
             "name": self.uuid,
             "type": self.type,
+            "language": self.language,
+            "configuration": dict(self.configuration),
             "upstream_blocks": list(self.upstream_blocks),
             "downstream_blocks": list(self.downstream_blocks),
         }
@@ -86,12 +113,27 @@ class Pipeline:
     blocks: list[Block]
     variables: dict[str, Any]
     kernel_name: str | None
-    errors: list[dict[str, str]]
+    errors: list[PipelineError]
     notebook: Any = field(default=None, repr=False, compare=False)
     #: Conditional and callback blocks; their ``upstream_blocks`` are their parents.
     addons: list[Block] = field(default_factory=list)
     #: Pipeline-wide defaults of the same settings, from ``metadata.mage``.
     settings: dict[str, float] = field(default_factory=dict)
+    #: The Mage project the notebook belongs to (``metadata.mage.project``: ``repo_path``,
+    #: relative to the notebook's folder): its blocks run in Mage's layout.
+    project: dict[str, Any] | None = None
+    #: ``metadata.mage.list_outputs``: ``"one"`` (a returned list is one value, our default)
+    #: or ``"mage"`` (a returned list is split into outputs, as Mage does).
+    list_outputs: str = "one"
+
+    def block_configuration(self, block: Block) -> dict[str, Any]:
+        """The block's Mage ``configuration`` (its cell's ``metadata.mage.configuration``)."""
+        cells = getattr(self.notebook, "cells", None) or []
+        if not 0 <= block.cell_index < len(cells):
+            return {}
+        meta = cells[block.cell_index].get("metadata", {}).get("mage", {})
+        configuration = meta.get("configuration") if isinstance(meta, dict) else None
+        return dict(configuration) if isinstance(configuration, dict) else {}
 
     @property
     def is_valid(self) -> bool:
@@ -125,6 +167,15 @@ class Pipeline:
                 "max_delay": setting.get("retry_max_delay", DEFAULT_RETRY["max_delay"]),
                 "exponential_backoff": bool(setting.get("retry_exponential_backoff", 1)),
             }
+        if self.list_outputs != "one":
+            plan["list_outputs"] = self.list_outputs
+        if block.language == "sql":
+            plan["language"] = "sql"
+            plan["configuration"] = dict(block.configuration)
+        if self.project is not None:
+            # Per block, because the engine builds a run's plan from block plans.
+            plan["project"] = dict(self.project)
+            plan["configuration"] = self.block_configuration(block)
         return plan
 
     def sensor_settings(self, block: Block) -> dict[str, float]:
@@ -159,17 +210,19 @@ class Pipeline:
 
 def parse_notebook(uuid: str, path: str, nb: Any) -> Pipeline:
     """Build a :class:`Pipeline` from a notebook node; problems go into ``errors``."""
-    errors: list[dict[str, str]] = []
+    errors: list[PipelineError] = []
     blocks: list[Block] = []
     addons: list[Block] = []
     explicit_upstream: dict[str, list[str] | None] = {}
     addon_parents: dict[str, list[str]] = {}
     last_main: str | None = None  # an add-on without upstream: attaches to the block above
+    python_kernel = _language(nb) in ("", "python")  # blocks of other kernels are not checked
     for index, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
         tags = [t for t in cell.get("metadata", {}).get("tags", []) if isinstance(t, str)]
         types = [t for t in tags if t in BLOCK_TYPES]
+        errors.extend(_near_miss_tags(tags, index))
         if not types:
             continue
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
@@ -188,7 +241,11 @@ def parse_notebook(uuid: str, path: str, nb: Any) -> Pipeline:
             errors.append(_error(uuid_, f"duplicate block name '{uuid_}'"))
             continue
         block = Block(uuid=uuid_, type=block_type, source=source, cell_index=index)
+        syntax = _syntax_error(source) if python_kernel else None
+        if syntax:
+            errors.append(_error(uuid_, f"block '{uuid_}': {syntax}", "syntax", index))
         block.settings = _settings_from_tags(uuid_, tags, errors)
+        _read_sql_block(block, cell, errors)
         if block_type in ADDON_TYPES:
             parents = _upstream_tags(tags)
             if parents is None:
@@ -227,6 +284,7 @@ def parse_notebook(uuid: str, path: str, nb: Any) -> Pipeline:
             settings["retry_exponential_backoff"] = float(backoff)
         else:
             errors.append(_error("", "metadata.mage.retry_exponential_backoff must be true/false"))
+    project, list_outputs = _mage_project(mage_meta, errors)
     kernelspec = nb.metadata.get("kernelspec", {})
     kernel_name = kernelspec.get("name") if isinstance(kernelspec, dict) else None
     return Pipeline(
@@ -239,7 +297,64 @@ def parse_notebook(uuid: str, path: str, nb: Any) -> Pipeline:
         notebook=nb,
         addons=addons,
         settings=settings,
+        project=project,
+        list_outputs=list_outputs,
     )
+
+
+def _mage_project(
+    mage_meta: dict[str, Any], errors: list[PipelineError]
+) -> tuple[dict[str, Any] | None, str]:
+    """``metadata.mage.project`` (``{"repo_path": str}``) and ``metadata.mage.list_outputs``.
+
+    ``project.list_outputs`` is read too (the importer's first design), the top-level key wins.
+    """
+    project = mage_meta.get("project")
+    list_outputs = mage_meta.get("list_outputs")
+    if project is not None:
+        repo_path = project.get("repo_path") if isinstance(project, dict) else None
+        if not isinstance(repo_path, str) or not repo_path:
+            errors.append(_error("", "metadata.mage.project.repo_path must be a folder path"))
+            project = None
+        else:
+            if list_outputs is None:
+                list_outputs = project.get("list_outputs")
+            project = {"repo_path": repo_path}
+    if list_outputs is None:
+        list_outputs = "one"
+    if list_outputs not in ("one", "mage"):
+        errors.append(_error("", 'metadata.mage.list_outputs must be "one" or "mage"'))
+        list_outputs = "one"
+    return project, str(list_outputs)
+
+
+def _language(nb: Any) -> str:
+    """The notebook's kernel language, lower case (``""`` when it does not say)."""
+    for key in ("kernelspec", "language_info"):
+        meta = nb.metadata.get(key)
+        if isinstance(meta, dict):
+            language = meta.get("language") if key == "kernelspec" else meta.get("name")
+            if isinstance(language, str) and language:
+                return language.lower()
+    return ""
+
+
+def _read_sql_block(block: Block, cell: Any, errors: list[PipelineError]) -> None:
+    """The block's language and configuration; a SQL block's configuration errors (no or an
+    unknown ``data_provider``...), found here so that no kernel starts for them."""
+    meta = cell.get("metadata", {}).get("mage")
+    configuration = meta.get("configuration") if isinstance(meta, dict) else None
+    if isinstance(configuration, dict):
+        block.configuration = dict(configuration)
+    if not is_sql_source(block.source):
+        return
+    block.language = "sql"
+    for problem in configuration_problems(
+        block.configuration if configuration is None else configuration, block.type
+    ):
+        errors.append(
+            _error(block.uuid, f"block '{block.uuid}': {problem}", "invalid", block.cell_index)
+        )
 
 
 def _positive_number(value: Any) -> float | None:
@@ -253,7 +368,7 @@ def _positive_number(value: Any) -> float | None:
 
 
 def _settings_from_tags(
-    uuid: str, tags: list[str], errors: list[dict[str, str]]
+    uuid: str, tags: list[str], errors: list[PipelineError]
 ) -> dict[str, float]:
     """Numeric settings from cell tags: ``sensor_interval:<s>``, ``timeout:<s>``, ``retries:<n>``..."""
     settings: dict[str, float] = {}
@@ -273,7 +388,7 @@ def _attach_addons(
     blocks: list[Block],
     addons: list[Block],
     parents: dict[str, list[str]],
-    errors: list[dict[str, str]],
+    errors: list[PipelineError],
 ) -> None:
     """Link conditionals and callbacks to the blocks they watch (their ``upstream:`` tags)."""
     known = {b.uuid: b for b in blocks}
@@ -323,13 +438,81 @@ def _upstream_tags(tags: list[str]) -> list[str] | None:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
+def _near_miss_tags(tags: list[str], cell_index: int) -> list[PipelineError]:
+    """Tags one typo away from a block type or a setting (``data_loder``, ``upstrem:a``).
+
+    Such a cell would silently not be a block (or lose its setting), and the run would then
+    blame another block; so it is an error, with the tag it most likely means.
+    """
+    found: list[PipelineError] = []
+    for tag in tags:
+        if tag in BLOCK_TYPES:
+            continue
+        key, colon, _ = tag.partition(":")
+        known = _TAG_KEYS if colon else BLOCK_TYPES
+        if key in known:
+            continue
+        match = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.8)
+        if match:
+            meant = match[0] + colon
+            found.append(
+                _error(
+                    "",
+                    f"cell {cell_index + 1}: tag '{tag[:60]}' is not a block tag; "
+                    f"did you mean '{meant}'?",
+                    "unknown_tag",
+                    cell_index,
+                )
+            )
+    return found
+
+
+def _python_source(source: str) -> str | None:
+    """The block's code as Python, IPython's line magics and shell escapes (``%pip``, ``!ls``)
+    blanked to ``pass``; None for a cell magic cell (``%%...``: not Python)."""
+    if source.lstrip().startswith("%%"):
+        return None
+    return _MAGIC_LINE.sub(r"\1pass", source)
+
+
+def _syntax_error(source: str) -> str | None:
+    """Why the block's code does not compile, as ``line N: message`` (None when it does)."""
+    python = _python_source(source)
+    if python is None:
+        return None
+    try:
+        ast.parse(python)
+    except SyntaxError as exc:
+        if _ipython_parses(source):  # a magic line the blanking above got wrong
+            return None
+        return f"syntax error on line {exc.lineno}: {exc.msg}"
+    except ValueError as exc:  # NUL bytes
+        return f"the code cannot be compiled: {exc}"
+    return None
+
+
+def _ipython_parses(source: str) -> bool:
+    """Whether IPython's own input transformation makes the cell valid Python (False when
+    IPython is not installed beside the server)."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+    except ImportError:
+        return False
+    try:
+        ast.parse(TransformerManager().transform_cell(source))
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def _decorations(source: str) -> list[tuple[str, str]]:
     """``(function name, decorator name)`` of the top-level functions, in order (none if the
     code does not parse)."""
     try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
+        tree = ast.parse(_python_source(source) or "")
+    except (SyntaxError, ValueError):
+        # Code that does not compile keeps its block's name (a validation error names it).
+        return [(fn, deco) for deco, fn in _DECORATED_DEF.findall(source)]
     found = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -357,12 +540,17 @@ def decorated_function_names(source: str) -> list[str]:
     return names
 
 
-def _error(block: str, message: str, kind: str = "invalid") -> dict[str, str]:
-    return {"block_uuid": block, "type": kind, "message": message}
+def _error(
+    block: str, message: str, kind: str = "invalid", cell_index: int | None = None
+) -> PipelineError:
+    error: PipelineError = {"block_uuid": block, "type": kind, "message": message}
+    if cell_index is not None:
+        error["cell_index"] = cell_index
+    return error
 
 
 def _link_blocks(
-    blocks: list[Block], explicit: dict[str, list[str] | None], errors: list[dict[str, str]]
+    blocks: list[Block], explicit: dict[str, list[str] | None], errors: list[PipelineError]
 ) -> None:
     """Fill upstream/downstream lists: explicit tags, else the nearest block cell above."""
     known = {b.uuid: b for b in blocks}
@@ -388,7 +576,7 @@ def _link_blocks(
                 known[up].downstream_blocks.append(block.uuid)
 
 
-def _check_cycles(blocks: list[Block], errors: list[dict[str, str]]) -> None:
+def _check_cycles(blocks: list[Block], errors: list[PipelineError]) -> None:
     try:
         _topological_order(blocks)
     except ValueError as exc:

@@ -8,6 +8,7 @@ from typing import Any
 
 import nbformat
 
+from .output_display import summary_bundle
 from .run_messages import ActiveRun, BlockChange, BlockLogs, BlockState
 from .state import StatusBoard
 from .statuses import BlockRunStatus
@@ -143,7 +144,11 @@ class RunRecorder:
                 )
             )
         if status == BlockRunStatus.COMPLETED:
-            values["outputs"] = event.get("outputs", [])
+            values["outputs"] = outputs = event.get("outputs", [])
+            if outputs:  # the executed notebook shows what the block returned, as a table
+                count = f"{len(outputs)} output{'s' if len(outputs) != 1 else ''}"
+                bundle = summary_bundle(str(event.get("block", "")), outputs, count)
+                state.cell_outputs.append(nbformat.v4.new_output("display_data", data=bundle))
         if metrics:
             values["metrics"] = metrics
         return status, self.logs.take(state), values

@@ -271,6 +271,15 @@ async def test_outputs_summaries_and_executed_notebook(jp_root_dir: Path, mage: 
     assert "script block prod" in await mage.block_logs(run, "custom_1")
     executed = json.loads((jp_root_dir / run["executed_notebook"]).read_text())
     assert "kwargs of this run" in "".join(executed["cells"][0]["source"])
+    # Read-only, and each block's outputs shown as the API summarises them: a table of records.
+    assert all(c["metadata"]["editable"] is False for c in executed["cells"])
+    [rows_cell] = [c for c in executed["cells"] if c["metadata"].get("mage", {}).get("status")
+                   and "def rows" in "".join(c["source"])]  # fmt: skip
+    [shown] = [o for o in rows_cell["outputs"] if o["output_type"] == "display_data"]
+    html = shown["data"]["text/html"]
+    assert "<table><thead><tr><th>id</th><th>name</th></tr></thead>" in html
+    assert html.count("<tr>") == 11  # the header and the 10 sampled rows
+    assert shown["data"]["text/plain"].startswith("rows: 1 output\n  output_0: list 100000")
 
 
 async def test_pipeline_logs_route(jp_root_dir: Path, mage: MageClient) -> None:

@@ -11,6 +11,8 @@ Its pieces, in dependency order (:data:`PIECES`: each imports only earlier ones,
 - :mod:`.decorators`: the decorators mark functions, :func:`marked_functions` finds them;
 - :mod:`.calls`: the block caller, :func:`call_block`, shared by triggered runs and hand runs;
 - :mod:`.summaries`: bounded summaries of outputs and errors;
+- :mod:`.mage_layout`: Mage's layout for a Mage project, and ``mage_ai``'s stand-in;
+- :mod:`.sql`: SQL blocks (``%%mage_sql`` cells) on DuckDB and PostgreSQL;
 - :mod:`.run`: a triggered run, block by block;
 - this module, last: what a run reports (:class:`Reporter`), and :func:`run_pipeline`, the
   kernel's entry point; it re-exports the pieces' names.
@@ -76,6 +78,15 @@ from .decorators import (
     test,
     transformer,
 )
+from .mage_layout import (
+    ProjectLayout,
+    SecretNotFound,
+    enter_project,
+    get_repo_path,
+    get_secret_value,
+    install_mage_stand_in,
+    resolve_repo_path,
+)
 from .run import _PipelineRun, block_logger, block_module_name, load_block
 from .summaries import (
     ERROR_LIMIT,
@@ -89,7 +100,7 @@ from .summaries import (
 )
 
 #: The pieces of the run-time, in the order the kernel executes their sources (this module last).
-PIECES = ("decorators", "calls", "summaries", "run")
+PIECES = ("decorators", "calls", "summaries", "mage_layout", "sql", "run")
 
 EVENT_MIME = "application/vnd.jupyter-mage.event+json"
 #: Characters of printed output kept per block, unless the plan says (the rest is counted).
@@ -344,7 +355,9 @@ __all__ = [
     "BlockFailure",
     "BlockFunctions",
     "BlockTimeout",
+    "ProjectLayout",
     "Reporter",
+    "SecretNotFound",
     "SensorTimeout",
     "TestFailure",
     "as_input",
@@ -362,13 +375,18 @@ __all__ = [
     "cut_text",
     "data_exporter",
     "data_loader",
+    "enter_project",
     "error_info",
+    "get_repo_path",
+    "get_secret_value",
+    "install_mage_stand_in",
     "load_block",
     "mark",
     "marked_functions",
     "on_failure",
     "on_success",
     "poll_sensor",
+    "resolve_repo_path",
     "run_pipeline",
     "run_tests",
     "sensor",

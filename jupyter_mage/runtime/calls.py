@@ -172,11 +172,16 @@ def check_arity(fn: Callable[..., Any], inputs: int, uuid: str, kind: str) -> No
         )
 
 
-def as_outputs(result: Any) -> list[Any]:
-    """A tuple is several outputs, None is none, anything else (a list too) is one."""
+def as_outputs(result: Any, list_outputs: str = "one") -> list[Any]:
+    """A tuple is several outputs, None is none, anything else (a list too) is one.
+
+    With ``list_outputs="mage"`` (a pipeline's ``metadata.mage.list_outputs``) a returned list
+    is split into its elements as Mage does: ``@test(*args)`` functions that index the outputs
+    work, and ``return [a]`` reaches downstream as ``a``.
+    """
     if result is None:
         return []
-    if isinstance(result, tuple):
+    if isinstance(result, tuple) or (list_outputs == "mage" and isinstance(result, list)):
         return list(result)
     return [result]
 
@@ -246,6 +251,7 @@ def call_block(
     block_type: str,
     sensor_settings: dict[str, Any] | None = None,
     before_tests: Callable[[list[Any]], None] | None = None,
+    list_outputs: str = "one",
 ) -> list[Any]:
     """Call one block as Mage does, for triggered runs and hand runs alike; its outputs.
 
@@ -269,6 +275,8 @@ def call_block(
         ``interval`` and ``timeout`` of a sensor's polling (seconds); defaults otherwise.
     before_tests
         Called with the outputs before the tests run (a hand run keeps and shows them there).
+    list_outputs
+        ``"mage"``: a returned list is several outputs, as in Mage (see :func:`as_outputs`).
     """
     main = found.main
     if main is None:
@@ -287,7 +295,7 @@ def call_block(
         outputs: list[Any] = []  # as Mage: a sensor has no output
     else:
         check_arity(main, len(args), uuid, kind)
-        outputs = as_outputs(call_with_kwargs(main, args, kwargs))
+        outputs = as_outputs(call_with_kwargs(main, args, kwargs), list_outputs)
     if before_tests is not None:
         before_tests(outputs)
     run_tests(found.tests, outputs, kwargs, uuid)

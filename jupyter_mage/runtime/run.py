@@ -16,6 +16,7 @@ import contextlib
 import io
 import linecache
 import logging
+import os
 import sys
 import time
 import types
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from .calls import as_input, call_adapted, call_block, time_limit, with_retries
 from .decorators import DECORATORS, RUN_NAMESPACE_KEY, BlockFunctions, marked_functions
+from .mage_layout import ProjectLayout, install_mage_stand_in, resolve_repo_path
+from .sql import run_sql
 from .summaries import ERROR_LIMIT, TEXT_LIMIT, error_info, summarize
 
 if TYPE_CHECKING:
@@ -120,7 +123,15 @@ class _PipelineRun:
         self.values: dict[str, Any] = {}
         self.status: dict[str, str] = {}
         self.halted = False
+        #: The notebook's folder (the run starts there): a SQL block's io_config.yaml may be here.
+        self.home = os.getcwd()
         self._loaded = 0
+        # A Mage project's notebook: every block's plan names the project (repo_path relative
+        # to the notebook's folder, the working directory the run starts in).
+        project = next((b["project"] for b in self.blocks if b.get("project")), None)
+        self.project_dir: str | None = (
+            resolve_repo_path(project["repo_path"], os.getcwd()) if project else None
+        )
 
     def run(self) -> None:
         """Run the blocks; always end with ``run_finished`` saying how the run ended.
@@ -132,9 +143,13 @@ class _PipelineRun:
         ending, error = "finished", None
         with self.reporter.installed():
             try:
-                for block in self.blocks:
-                    if not block.get("skip"):  # skip: completed earlier and not needed again
-                        self._step(block)
+                install_mage_stand_in()
+                with contextlib.ExitStack() as layout:
+                    if self.project_dir is not None:
+                        layout.enter_context(ProjectLayout(self.project_dir))
+                    for block in self.blocks:
+                        if not block.get("skip"):  # skip: completed earlier and not needed
+                            self._step(block)
             except KeyboardInterrupt:
                 ending = "interrupted"
             except BaseException as exc:
@@ -145,9 +160,17 @@ class _PipelineRun:
         # own wrap-up of the request (a few milliseconds).
         self.reporter.emit("run_finished", ending=ending, error=error, log=trailing)
 
-    def _kwargs(self, uuid: str) -> dict[str, Any]:
+    def _kwargs(self, uuid: str, block: dict[str, Any] | None = None) -> dict[str, Any]:
+        mage_project: dict[str, Any] = {}
+        if self.project_dir is not None:  # as Mage: the block's configuration, the project
+            configuration = (block or {}).get("configuration")
+            mage_project = {
+                "configuration": dict(configuration) if isinstance(configuration, dict) else {},
+                "repo_path": self.project_dir,
+            }
         return {
             **self.base_kwargs,
+            **mage_project,
             "block_uuid": uuid,
             "context": self.context,
             "logger": block_logger(self.run_id, uuid),
@@ -172,7 +195,7 @@ class _PipelineRun:
             return self._finish(uuid, "upstream_failed")
         if "condition_failed" in upstream_status:  # as Mage: skipped with its parent
             return self._finish(uuid, "condition_failed")
-        kwargs = self._kwargs(uuid)
+        kwargs = self._kwargs(uuid, block)
         if self.halted:
             with _captured() as log:
                 self._callbacks(block, "cancelled", [None], kwargs)
@@ -238,8 +261,21 @@ class _PipelineRun:
         )
 
     def _execute(self, block: dict[str, Any], args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
+        if block.get("language") == "sql":  # a %%mage_sql cell: no Python to load
+            configuration = block.get("configuration") or {}
+            uuid, upstream = block["uuid"], block["upstream"]
+            return run_sql(block["source"], configuration, args, upstream, kwargs, uuid,
+                           block["type"], self.home)  # fmt: skip
         found = self._load(block["source"], block["uuid"], kwargs)
-        return call_block(found, args, kwargs, block["uuid"], block["type"], block.get("sensor"))
+        return call_block(
+            found,
+            args,
+            kwargs,
+            block["uuid"],
+            block["type"],
+            block.get("sensor"),
+            list_outputs=block.get("list_outputs", "one"),
+        )
 
     def _addon_kwargs(self, addon: str, parent: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         return {**kwargs, "block_uuid": addon, "parent_block_uuid": parent}
