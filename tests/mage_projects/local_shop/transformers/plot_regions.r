@@ -1,0 +1,1 @@
+transform <- function(df_1) { df_1 }

@@ -1,0 +1,3 @@
+SELECT region, COUNT(*) AS n
+FROM {{ df_1 }}
+GROUP BY region

@@ -1,0 +1,2 @@
+def normalise(name):
+    return name.strip().lower()

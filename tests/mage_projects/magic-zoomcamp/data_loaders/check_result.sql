@@ -1,0 +1,1 @@
+SELECT * FROM ny_taxi.yellow_taxi_data LIMIT 20;
