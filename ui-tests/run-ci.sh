@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# UI tests of the JupyterLab extension: Galata driving Debian's Chromium against two real
-# Jupyter servers with jupyter_mage installed, one at the root URL (port 8888) and one under
-# the base URL /jm/ (port 8889).
+# UI tests of the JupyterLab extension: Galata driving Debian's Chromium against real Jupyter
+# servers that playwright.config.js starts on free ports: one at the root URL, one under the
+# base URL /jm/, one without the server extension.
 #
 # Needs jupyter_mage installed (`pip install .`, which builds the labextension) and jlpm
 # (from jupyterlab). Screenshots land in ui-tests/screenshots/ (git-ignored); their paths are

@@ -9,7 +9,10 @@ import { expect, test } from '@playwright/test';
 
 import { ETL_NOTEBOOK, MageSidebar, runInShell, screenshot } from './helpers';
 
-const BASE = 'http://localhost:8889/jm/';
+// The port of the server playwright.config.js started under /jm/.
+const BASE_PORT = (process.env.MAGE_UI_PORTS ?? '').split(',')[1];
+const BASE = `http://localhost:${BASE_PORT}/jm/`;
+const escapedBase = BASE.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 test('trigger and run under the base URL /jm/', async ({ page, request }) => {
   const dir = `base-url-${Date.now()}`;
@@ -40,10 +43,10 @@ test('trigger and run under the base URL /jm/', async ({ page, request }) => {
     .locator('.jp-mage-EndpointUrl pre')
     .innerText();
   expect(endpoint).toMatch(
-    /^http:\/\/localhost:8889\/jm\/api\/pipeline_schedules\/\d+\/pipeline_runs\/\S+$/
+    new RegExp(`^${escapedBase}api/pipeline_schedules/\\d+/pipeline_runs/\\S+$`)
   );
   const bearer = await trigger.locator('.jp-mage-CurlBearer pre').innerText();
-  expect(bearer).toContain("'http://localhost:8889/jm/api/pipeline_schedules/");
+  expect(bearer).toContain(`'${BASE}api/pipeline_schedules/`);
   await screenshot(sidebar.panel, 'base-url-trigger');
 
   // The Bearer form this time, run as a shell would.

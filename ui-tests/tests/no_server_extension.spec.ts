@@ -7,7 +7,7 @@ import { expect, test } from '@playwright/test';
 import { MageSidebar, screenshot } from './helpers';
 
 test('a missing server extension is explained once', async ({ page }) => {
-  await page.goto('http://localhost:8890/lab');
+  await page.goto('/lab'); // the project's baseURL: the server without the extension
   const dialog = page.locator('.jp-Dialog');
   await expect(dialog).toContainText('jupyter-mage server extension missing', {
     timeout: 60_000

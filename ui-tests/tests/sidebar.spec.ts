@@ -80,8 +80,11 @@ test.describe('Pipelines sidebar', () => {
     const endpoint = await trigger
       .locator('.jp-mage-EndpointUrl pre')
       .innerText();
+    const port = (process.env.MAGE_UI_PORTS ?? '').split(',')[0];
     expect(endpoint).toMatch(
-      /^http:\/\/localhost:8888\/api\/pipeline_schedules\/\d+\/pipeline_runs\/\S+$/
+      new RegExp(
+        `^http://localhost:${port}/api/pipeline_schedules/\\d+/pipeline_runs/\\S+$`
+      )
     );
     const curl = await trigger.locator('.jp-mage-CurlPath pre').innerText();
     expect(curl).toContain('"staging"');
