@@ -136,6 +136,10 @@ async def test_five_servers_started_at_once_on_an_empty_database_all_serve(
 
 
 @pytest.mark.timeout(500)
+@pytest.mark.postgres_only(
+    "the database several servers share is PostgreSQL; on one SQLite file (the other tests "
+    "here) 200 runs would only queue on its single write lock"
+)
 async def test_keyed_calls_spread_over_two_servers_run_exactly_once(
     cluster: Cluster, tmp_path: Path
 ) -> None:
