@@ -17,6 +17,13 @@ passed as runtime variables) it measures:
 the same run, as (a@base) and (e@base): a server importing jupyter_mage from a temporary git
 worktree of REF, its samples in the same rounds and its bursts between those of (e).
 
+``--postgres URL`` (or ``auto``: a private cluster from ``.ci/postgres``) adds (a@pg) and (e@pg),
+a server whose ``MageApp.db_url`` is that PostgreSQL (an empty database made for this run), and
+the ``PAIR`` row (the same bursts spread over two servers sharing another empty one); every
+accepted run of those bursts is then checked in the database, exactly once. ``--gateway URL``
+(or ``auto``: Kernel Gateway from what ``.ci/gateways`` installed) adds (a@gateway), a server
+whose kernels run on that gateway. See ``services.py`` and the README.
+
 Latency rows are sampled in interleaved rounds (d, a, b, c, d, a, ...), so a noisy neighbour
 slows every row alike, and each sample starts from a quiet state: the servers and kernels this
 script started have stopped using CPU (the pool has refilled, finished kernels are gone).
@@ -51,6 +58,7 @@ from typing import Any
 import httpx
 import nbformat
 from processes import die_with_parent, free_port, kill_exact, rss_bytes, tree_below, tree_ticks
+from services import KernelGateway, PostgresCluster, PostgresSchemas, safe_url
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_UUID = "bench"
@@ -60,7 +68,12 @@ FINAL = ("completed", "failed", "cancelled")
 WAIT_SECONDS = 120
 # --baseline: (a) and (e) are "not worse" than the baseline within this factor (README).
 TOLERANCE = 1.10
+#: The row of (e) over two servers sharing one PostgreSQL database (--postgres).
+PAIR = "e@pg\N{MULTIPLICATION SIGN}2"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Seconds the floor's and papermill's kernels may take to start: papermill's default of 60 s
+# was exceeded on the shared 2-core machine at a load average of 12 (other test suites running).
+KERNEL_START_TIMEOUT = 300
 
 # -- the pipeline -----------------------------------------------------------------------------
 # Block cells exactly as a Mage user writes them (the guarded import line included); the floor
@@ -115,7 +128,7 @@ def _strip_decorators(source: str) -> str:
 
 
 def _python_notebook(cells: list[nbformat.NotebookNode]) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook(cells=cells)
+    nb: nbformat.NotebookNode = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
@@ -212,6 +225,7 @@ class Server:
     max_concurrent_runs: int
     extra_args: list[str] = field(default_factory=list)
     source: Path = REPO  # where jupyter_mage is imported from
+    db_url: str | None = None  # None: a SQLite file in the workdir
     port: int = 0
     token: str = ""
     proc: subprocess.Popen[bytes] | None = None
@@ -232,6 +246,7 @@ class Server:
         self.token = secrets.token_hex(16)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "server.log"
+        sqlite = f"sqlite:///{self.workdir / 'bench.sqlite'}"
         extensions = {
             "jupyter_mage": True,
             "jupyterlab": False,
@@ -251,7 +266,7 @@ class Server:
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root}",
             f"--ServerApp.jpserver_extensions={extensions!r}",
-            f"--MageApp.db_url=sqlite:///{self.workdir / 'bench.sqlite'}",
+            f"--MageApp.db_url={self.db_url or sqlite}",
             f"--MageApp.max_concurrent_runs={self.max_concurrent_runs}",
             "--ServerApp.log_level=WARN",
         ]
@@ -264,7 +279,9 @@ class Server:
             timeout=httpx.Timeout(30.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
-        deadline = time.monotonic() + 90
+        # A server imports for about 5 s of CPU; with --postgres and --gateway, up to eight
+        # start at once on 2 cores.
+        deadline = time.monotonic() + 180
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server {self.label} exited at start:\n{self.log_tail()}")
@@ -305,6 +322,7 @@ class Server:
             f"kernel_pool_size={pool}",
             f"max_concurrent_runs={self.max_concurrent_runs}",
             *(a.removeprefix("--MageApp.") for a in self.extra_args),
+            *([f"db_url={safe_url(self.db_url)}"] if self.db_url else []),
         ]
 
     def log_tail(self, lines: int = 40) -> str:
@@ -548,7 +566,7 @@ class Floor:
         )
         self.kc = self.km.client()
         self.kc.start_channels()
-        await self.kc.wait_for_ready(timeout=60)
+        await self.kc.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
 
     @property
     def pid(self) -> int | None:
@@ -627,6 +645,7 @@ class Papermill:
                 progress_bar=False,
                 log_output=False,
                 cwd=str(self.workdir),
+                start_timeout=KERNEL_START_TIMEOUT,
             )
         elapsed = time.perf_counter() - t0
         text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
@@ -657,18 +676,120 @@ class Load:
     completed: int = 0
     failed: int = 0
     lost: int = 0
+    accepted_by: dict[str, int] = field(default_factory=dict)  # server label -> POSTs accepted
+    db: DbCheck | None = None  # --postgres rows: what the database itself holds
 
     @property
     def rate(self) -> float:
         return len(self.accepted) / self.post_wall if self.post_wall else math.nan
 
 
-async def post_load(trigger: Trigger, requests: int, clients: int) -> Load:
-    """``requests`` POSTs (no wait) from ``clients`` concurrent clients; latency per POST."""
+@dataclass
+class DbCheck:
+    """What the database holds for one burst's trigger, read with SQL once its runs are final.
+
+    Exactly once: one run row per accepted POST and no other, each completed with its three
+    block runs completed and no more, claimed by one of the servers of the row.
+    """
+
+    accepted: int
+    rows: int = 0
+    missing: int = 0  # accepted ids without a row
+    extra: int = 0  # rows of the trigger that no accepted POST answered
+    completed: int = 0
+    bad_blocks: int = 0  # runs without exactly three block runs, all completed
+    by_owner: dict[str, int] = field(default_factory=dict)
+    strangers: int = 0  # runs claimed by a server that is not one of this row's
+    why_not: dict[str, int] = field(default_factory=dict)  # run's error -> runs not completed
+
+    @property
+    def exactly_once(self) -> bool:
+        return (
+            self.rows == self.accepted
+            and self.missing == self.extra == self.bad_blocks == self.strangers == 0
+            and self.completed == self.accepted
+        )
+
+    def describe(self) -> str:
+        owners = ", ".join(f"{k} {v}" for k, v in sorted(self.by_owner.items()))
+        problems = [
+            f"{n} {what}"
+            for n, what in (
+                (self.missing, "accepted but missing"),
+                (self.extra, "not accepted but there"),
+                (self.accepted - self.completed, f"not completed: {self.reasons()}"),
+                (self.bad_blocks, "without exactly 3 completed block runs"),
+                (self.strangers, "claimed by another server"),
+            )
+            if n
+        ]
+        verdict = "**exactly once**" if self.exactly_once else f"**not** ({'; '.join(problems)})"
+        return f"{self.rows} run rows for {self.accepted} accepted, run by: {owners}; {verdict}"
+
+    def reasons(self) -> str:
+        """Why runs did not complete, from their own ``metrics.error``."""
+        return ", ".join(f"{n}x {why!r}" for why, n in sorted(self.why_not.items())) or "?"
+
+
+def server_id(label: str) -> str:
+    """The ``MageApp.server_id`` of the --postgres servers: the label, prefixed."""
+    return f"bench-{label}"
+
+
+def check_in_database(
+    schemas: PostgresSchemas,
+    db_url: str,
+    trigger_id: int,
+    accepted: Sequence[int],
+    server_ids: Sequence[str],
+) -> DbCheck:
+    """:class:`DbCheck` of one trigger's runs, read from the servers' shared database."""
+    check = DbCheck(len(accepted))
+    runs = schemas.query(
+        db_url,
+        "SELECT id, owner, status, metrics FROM mage_pipeline_run WHERE pipeline_schedule_id = :t",
+        t=trigger_id,
+    )
+    blocks = {
+        int(run_id): (int(total), int(done))
+        for run_id, total, done in schemas.query(
+            db_url,
+            "SELECT b.pipeline_run_id, count(*), "
+            "sum(CASE WHEN b.status = 'completed' THEN 1 ELSE 0 END) "
+            "FROM mage_block_run b JOIN mage_pipeline_run r ON r.id = b.pipeline_run_id "
+            "WHERE r.pipeline_schedule_id = :t GROUP BY b.pipeline_run_id",
+            t=trigger_id,
+        )
+    }
+    wanted = set(accepted)
+    seen = {int(run_id) for run_id, _, _, _ in runs}
+    check.rows = len(runs)
+    check.missing = len(wanted - seen)
+    check.extra = len(seen - wanted)
+    for run_id, owner, status, metrics in runs:
+        check.completed += status == "completed" and int(run_id) in wanted
+        if status != "completed":
+            why = f"{status}: {(metrics or {}).get('error') or 'no error recorded'}"[:200]
+            check.why_not[why] = check.why_not.get(why, 0) + 1
+        if blocks.get(int(run_id)) != (3, 3):
+            check.bad_blocks += 1
+        name = owner or "(none)"
+        check.by_owner[name] = check.by_owner.get(name, 0) + 1
+        check.strangers += owner not in server_ids
+    return check
+
+
+async def post_load(triggers: Sequence[Trigger], requests: int, clients: int) -> Load:
+    """``requests`` POSTs (no wait) from ``clients`` concurrent clients; latency per POST.
+
+    With several triggers (the same trigger, through several servers), client ``i`` posts to
+    ``triggers[i % len(triggers)]``: the clients, and so the load, are spread evenly.
+    """
     load = Load(requests, clients)
     remaining = iter(range(requests))
 
-    async def client() -> None:
+    async def client(trigger: Trigger) -> None:
+        label = trigger.server.label
         connection = Connection(trigger.server.port)
         for _ in remaining:
             t0 = time.perf_counter()
@@ -683,12 +804,13 @@ async def post_load(trigger: Trigger, requests: int, clients: int) -> Load:
             load.latencies.append(time.perf_counter() - t0)
             if status == 200:
                 load.accepted.append(int(json.loads(body)["pipeline_run"]["id"]))
+                load.accepted_by[label] = load.accepted_by.get(label, 0) + 1
             else:
                 load.refused[status] = load.refused.get(status, 0) + 1
         connection.close()
 
     cpu0, t0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(triggers[i % len(triggers)]) for i in range(clients)))
     load.post_wall = time.perf_counter() - t0
     load.client_cpu = time.process_time() - cpu0
     return load
@@ -739,12 +861,14 @@ async def wait_for_runs(
 
 
 async def load_and_wait(
-    server: Server, trigger: Trigger, requests: int, clients: int, stall: float
+    triggers: Sequence[Trigger], requests: int, clients: int, stall: float
 ) -> Load:
+    """A burst through ``triggers`` (one per server), then its runs waited out (via the first
+    server's API: servers sharing a database see the same runs)."""
     t0 = time.perf_counter()
-    load = await post_load(trigger, requests, clients)
+    load = await post_load(triggers, requests, clients)
     load.completed_after, load.completed, load.failed, load.lost = await wait_for_runs(
-        server, trigger.id, load.accepted, t0, stall
+        triggers[0].server, triggers[0].id, load.accepted, t0, stall
     )
     return load
 
@@ -768,6 +892,8 @@ class Options:
     out: Path | None
     keep: bool
     baseline: str | None = None
+    postgres: str | None = None  # a SQLAlchemy URL, or "auto"
+    gateway: str | None = None  # a Kernel Gateway URL, or "auto"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -806,6 +932,19 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="also measure (a) and (e) on this git ref of the project (a temporary worktree), "
         "side by side, as (a@base) and (e@base)",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also measure (a) and (e) with MageApp.db_url on this PostgreSQL (a SQLAlchemy "
+        "URL; empty databases made per run), and (e) over two servers sharing it: (a@pg), (e@pg), "
+        f"({PAIR}); 'auto' starts a private throwaway cluster with .ci/postgres",
+    )
+    parser.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="also measure (a) on a server whose kernels run on this Jupyter Kernel Gateway, "
+        "as (a@gateway); 'auto' starts one from what .ci/gateways installed",
+    )
     parser.add_argument("--out", type=Path, help="also write the report (Markdown) to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ns = parser.parse_args(argv)
@@ -825,6 +964,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         out=ns.out,
         keep=ns.keep,
         baseline=ns.baseline,
+        postgres=ns.postgres,
+        gateway=ns.gateway,
     )
 
 
@@ -946,6 +1087,8 @@ class Bench:
         self.rows = {
             "a": Row("a", "jupyter-mage, POST ?wait → completed, warm pool"),
             "a@base": Row("a@base", "same as (a), on the baseline (--baseline)"),
+            "a@pg": Row("a@pg", "same as (a), MageApp.db_url on PostgreSQL (--postgres)"),
+            "a@gateway": Row("a@gateway", "same as (a), kernels on a Kernel Gateway (--gateway)"),
             "a'": Row("a'", "same, with opt-in MageApp.kernel_reuse=True (not isolated)"),
             "b": Row("b", "jupyter-mage, same, kernel_pool_size=0 (cold kernel)"),
             "c": Row("c", "papermill execute_notebook, in process"),
@@ -953,6 +1096,10 @@ class Bench:
         }
         if opts.baseline is None:
             del self.rows["a@base"]
+        if opts.postgres is None:
+            del self.rows["a@pg"]
+        if opts.gateway is None:
+            del self.rows["a@gateway"]
         self.loads: dict[str, tuple[list[Load], Server]] = {}
         self.memory: dict[str, dict[str, Any]] = {}
         self.header: list[str] = []
@@ -964,8 +1111,24 @@ class Bench:
             self.baseline = Baseline(opts.baseline, self.tmp / "baseline")
         self.base_pool_supported = False
         self.base_wait_mode: bool | None = None
+        # --postgres: a cluster of our own ("auto"), and the databases made on it for this run.
+        self.pg_cluster: PostgresCluster | None = None
+        self.schemas: PostgresSchemas | None = None
+        # --gateway auto: the Kernel Gateway started here.
+        self.gateway: KernelGateway | None = None
+        # The servers of each load row (the two-server PostgreSQL row has two), and the URL
+        # of the database they share (the --postgres rows).
+        self.load_servers: dict[str, list[Server]] = {}
+        self.load_db: dict[str, str] = {}
 
-    def server(self, label: str, pool: int | None, *extra_args: str, source: Path = REPO) -> Server:
+    def server(
+        self,
+        label: str,
+        pool: int | None,
+        *extra_args: str,
+        source: Path = REPO,
+        db_url: str | None = None,
+    ) -> Server:
         server = Server(
             label=label,
             root=self.root,
@@ -974,6 +1137,7 @@ class Bench:
             max_concurrent_runs=self.opts.max_concurrent_runs,
             extra_args=list(extra_args),
             source=source,
+            db_url=db_url,
         )
         self.servers.append(server)
         return server
@@ -981,6 +1145,11 @@ class Bench:
     def roots(self) -> list[int]:
         """Processes whose CPU use must have calmed down before a sample."""
         pids = [s.pid for s in self.servers if s.proc is not None and s.proc.poll() is None]
+        # The services started here: the gateway's kernels, our own PostgreSQL's backends.
+        if self.gateway is not None and self.gateway.pid is not None:
+            pids.append(self.gateway.pid)
+        if self.pg_cluster is not None and (postmaster := self.pg_cluster.postmaster_pid()):
+            pids.append(postmaster)
         return [*pids, os.getpid()]
 
     async def sample(self, row: Row, measure: Measure, keep: bool) -> None:
@@ -1028,6 +1197,8 @@ class Bench:
         if self.baseline is not None:
             base_pool = opts.pool if self.base_pool_supported else None
             base = self.server("base", base_pool, source=self.baseline.path)
+        pg, pg_pair = await self.postgres_servers()
+        on_gateway = await self.gateway_server()
         cold = self.server("cold", 0 if self.pool_supported else None)
         (self.tmp / "papermill").mkdir(exist_ok=True)
         papermill = Papermill(self.tmp / "papermill")
@@ -1048,6 +1219,10 @@ class Bench:
         if base is not None:
             base_trigger = Trigger(base, await base.create_trigger("bench (a@base)"))
             measures["a@base"] = _with_phases(base_trigger)
+        for key, server in (("a@pg", pg), ("a@gateway", on_gateway)):
+            if server is not None:
+                trigger = Trigger(server, await server.create_trigger(f"bench ({key})"))
+                measures[key] = _with_phases(trigger)
         measures["b"] = _with_phases(cold_trigger)
         measures["c"] = _no_phases(papermill.sample)
         if reuse is not None:
@@ -1078,31 +1253,37 @@ class Bench:
         say("stopping the cold server and the floor kernel")
         await cold.stop()
         await self.floor.stop()
+        if on_gateway is not None:  # (a@gateway) has no load row
+            await on_gateway.stop()
+            if self.gateway is not None:
+                await asyncio.to_thread(self.gateway.stop)
 
-        # The default configuration, its bursts interleaved with the baseline's (e, e@base, e,
-        # ...) so that a noisy neighbour hits both alike; then, on request, the opt-in reuse.
-        groups: list[list[tuple[str, Server]]] = [[("e", warm)]]
+        # The default configuration, its bursts interleaved with the baseline's and the
+        # PostgreSQL rows' (e, e@base, e@pg, PAIR, e, ...) so that a noisy neighbour hits
+        # them alike; then, on request, the opt-in reuse.
+        groups: list[list[tuple[str, list[Server]]]] = [[("e", [warm])]]
         if base is not None:
-            groups[0].append(("e@base", base))
+            groups[0].append(("e@base", [base]))
+        if pg is not None and pg_pair:
+            groups[0] += [("e@pg", [pg]), (PAIR, pg_pair)]
         if reuse is not None and opts.reuse_load:
-            groups.append([("e'", reuse)])
+            groups.append([("e'", [reuse])])
         elif reuse is not None:
             await reuse.stop()
         for group in groups:
             bursts: dict[str, list[Load]] = {key: [] for key, _ in group}
             for n in range(1, opts.bursts + 1):
-                for key, server in group:
+                for key, servers in group:
                     say(f"({key}) burst {n}/{opts.bursts}: {opts.requests} POSTs from "
                         f"{opts.clients} clients, then the runs")  # fmt: skip
                     await settle(self.roots())
-                    trigger = Trigger(server, await server.create_trigger(f"bench ({key}) {n}"))
-                    bursts[key].append(
-                        await load_and_wait(server, trigger, opts.requests, opts.clients, stall=60)
-                    )
-            for key, server in group:
-                self.loads[key] = (bursts[key], server)
-        if base is not None:
-            await base.stop()  # (f) is of this checkout only
+                    bursts[key].append(await self.burst(key, n, servers))
+            for key, servers in group:
+                self.loads[key] = (bursts[key], servers[0])
+                self.load_servers[key] = servers
+        for server in (base, pg, *pg_pair):
+            if server is not None:
+                await server.stop()  # (f) is of the default configuration only
         for key, server in (("f", warm), ("f'", reuse)):
             if server is None or "e" + key[1:] not in self.loads:
                 continue
@@ -1111,6 +1292,72 @@ class Bench:
             self.memory[key] = await self.fill(server, rss0, runs0, deadline)
         self.header.append(f"- load average at end {os.getloadavg()[0]:.2f}")
         return self.report()
+
+    async def postgres_servers(self) -> tuple[Server | None, list[Server]]:
+        """--postgres: the (a@pg)/(e@pg) server on a database of its own, the two servers
+        of the PAIR row on another (distinct server ids, the same settings); none without it."""
+        opts = self.opts
+        if opts.postgres is None:
+            return None, []
+        url = opts.postgres
+        where = "the PostgreSQL given"
+        if url == "auto":
+            self.pg_cluster = PostgresCluster()
+            say("--postgres auto: starting a private PostgreSQL cluster (.ci/postgres)")
+            url = await asyncio.to_thread(self.pg_cluster.start)
+            where = f"a private cluster started for this run in {self.pg_cluster.dir}, removed"
+        self.schemas = PostgresSchemas(url)
+        version = self.schemas.query(url, "SHOW server_version")[0][0]
+        one = await asyncio.to_thread(self.schemas.fresh, "one")
+        two = await asyncio.to_thread(self.schemas.fresh, "two")
+        self.header.append(
+            f"- PostgreSQL {version} at {safe_url(url)} ({where}); empty {self.schemas.kind}s "
+            f"{self.schemas.prefix}_one for (a@pg) and (e@pg), {self.schemas.prefix}_two for "
+            f"({PAIR}), dropped at the end"
+        )
+        pool = opts.pool if self.pool_supported else None
+        pg = self.server("pg", pool, f"--MageApp.server_id={server_id('pg')}", db_url=one)
+        pair = [
+            self.server(label, pool, f"--MageApp.server_id={server_id(label)}", db_url=two)
+            for label in ("pg2a", "pg2b")
+        ]
+        self.load_db = {"e@pg": one, PAIR: two}
+        return pg, pair
+
+    async def gateway_server(self) -> Server | None:
+        """--gateway: the (a@gateway) server, its kernels on the gateway (started if auto)."""
+        opts = self.opts
+        if opts.gateway is None:
+            return None
+        url = opts.gateway
+        where = "given"
+        if url == "auto":
+            self.gateway = KernelGateway(self.tmp / "gateway")
+            say("--gateway auto: starting Kernel Gateway (from .ci/gateways)")
+            url = await self.gateway.start()
+            where = (
+                f"jupyter-kernel-gateway {self.gateway.version} started for this run on "
+                "loopback, kernels from the ipykernel-only venv of .ci/gateways"
+            )
+        self.header.append(f"- Kernel Gateway for (a@gateway): {url} ({where})")
+        pool = opts.pool if self.pool_supported else None
+        return self.server("gateway", pool, f"--GatewayClient.url={url}")
+
+    async def burst(self, key: str, n: int, servers: list[Server]) -> Load:
+        """One (e)-style burst on a fresh trigger, through every server of the row; on
+        PostgreSQL, then checked in the database: every accepted run, exactly once."""
+        opts = self.opts
+        made = await servers[0].create_trigger(f"bench ({key}) {n}")
+        triggers = [Trigger(server, made) for server in servers]
+        load = await load_and_wait(triggers, opts.requests, opts.clients, stall=60)
+        db_url = self.load_db.get(key)
+        if db_url is not None and self.schemas is not None:
+            ids = [server_id(s.label) for s in servers]
+            load.db = await asyncio.to_thread(
+                check_in_database, self.schemas, db_url, int(made["id"]), load.accepted, ids
+            )
+            say(f"({key}) burst {n}: {load.db.describe()}")
+        return load
 
     async def fill(self, server: Server, rss0: int, runs0: int, deadline: float) -> dict[str, Any]:
         """(f): more runs until ``mem_runs`` since the first reading (or the deadline), then RSS.
@@ -1187,6 +1434,8 @@ class Bench:
             "a": ("≤ 3x (d); ≥ 25x faster than (c)",
                   a <= 3 * floor and c / a >= 25 if not math.isnan(a) else None),
             "a@base": (f"(a) ≤ {TOLERANCE:.2f}x this", not_worse),
+            "a@pg": ("", None),
+            "a@gateway": ("", None),
             "a'": ("", None),
             "b": ("", None),
             "c": ("", None),
@@ -1224,9 +1473,19 @@ class Bench:
                 f"**{'not worse' if not_worse else 'worse'}** (rule: (a) median ≤ "
                 f"{TOLERANCE:.2f}x (a@base) median)."
             )
+        others = [
+            f"({key}) is {rows[key].median / a:.2f}x (a)"
+            for key in ("a@pg", "a@gateway")
+            if key in rows and rows[key].samples and not math.isnan(a)
+        ]
+        if others:
+            lines += ["", f"{'; '.join(others)} (ratios of medians, sampled in the same rounds)."]
         lines.append("")
+        extra = [rows.get("a@pg"), rows.get("a@gateway")]
         measured = [
-            r for r in (rows["a"], base, rows["a'"], rows["b"]) if r is not None and r.phases
+            r
+            for r in (rows["a"], base, *extra, rows["a'"], rows["b"])
+            if r is not None and r.phases
         ]
         if measured:
             heads = " | ".join(f"({r.key}) ms" for r in measured)
@@ -1245,6 +1504,8 @@ class Bench:
                 )
                 lines.append(f"| {name} | {what} | {cells} |")
             lines.append("")
+        if len(self.loads) > 1:
+            lines += self.load_summary()
         for key, (bursts, server) in self.loads.items():
             lines += self.load_lines(key, bursts, server)
             if key == "e@base":
@@ -1270,6 +1531,14 @@ class Bench:
         where = ""
         if self.baseline is not None and server.source == self.baseline.path:
             where = f" on the baseline (git {self.baseline.short}), bursts interleaved with (e)"
+        servers = self.load_servers.get(key, [server])
+        if key in self.load_db:
+            ids = ", ".join(server_id(s.label) for s in servers)
+            spread = ", the clients alternating between them" if len(servers) > 1 else ""
+            where = (
+                f" on PostgreSQL, {len(servers)} server(s) on one database (server_id {ids}"
+                f"{spread}), bursts interleaved with (e)"
+            )
         lines = [
             (
                 f"**({key}) load**{where}, {len(bursts)} burst(s) of {bursts[0].requests} POSTs "
@@ -1301,6 +1570,14 @@ class Bench:
         pooled = percentile([x for b in bursts for x in b.latencies], 99)
         lost = sum(b.lost for b in bursts)
         ok = rate >= 300 and p99 < 0.1 and lost == 0
+        if len(servers) > 1 or any(b.db is not None for b in bursts):
+            lines.append("")
+        for n, load in enumerate(bursts, 1):
+            posts = ", ".join(f"{k} {v}" for k, v in sorted(load.accepted_by.items()))
+            if len(servers) > 1:
+                lines.append(f"- burst {n}: accepted by {posts}")
+            if load.db is not None:
+                lines.append(f"- burst {n} in the database: {load.db.describe()}")
         return [
             *lines,
             "",
@@ -1315,6 +1592,53 @@ class Bench:
             ),
             "",
         ]
+
+    def load_summary(self) -> list[str]:
+        """Every load row side by side: medians over bursts, and their ratio to (e)'s."""
+
+        def medians(bursts: list[Load]) -> tuple[float, float, float, float]:
+            return (
+                _median([b.rate for b in bursts]),
+                _median([percentile(b.latencies, 50) for b in bursts]) * 1e3,
+                _median([percentile(b.latencies, 99) for b in bursts]) * 1e3,
+                _median([len(b.accepted) / b.completed_after for b in bursts]),
+            )
+
+        ref = medians(self.loads["e"][0]) if "e" in self.loads else None
+        lines = [
+            (
+                "**Load rows side by side** (medians over bursts, bursts interleaved; ratio to "
+                "(e) in brackets; all completed, exactly once: checked in the database, "
+                "--postgres rows only, see each row's table for what failed):"
+            ),
+            "",
+            (
+                "| row | servers | bursts | POSTs/s | POST p50 ms | POST p99 ms | drain runs/s | "
+                "accepted | lost | all completed, exactly once |"
+            ),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for key, (bursts, _) in self.loads.items():
+            values = medians(bursts)
+            cells = []
+            for i, (value, shown) in enumerate(
+                zip(values, ("{:.0f}", "{:.1f}", "{:.1f}", "{:.2f}"), strict=True)
+            ):
+                ratio = f" ({value / ref[i]:.2f}x)" if ref is not None and key != "e" else ""
+                cells.append(shown.format(value) + ratio)
+            checks = [b.db for b in bursts]
+            if all(c is not None for c in checks):
+                once = "yes" if all(c is not None and c.exactly_once for c in checks) else "**no**"
+            else:
+                once = ""
+            accepted = sum(len(b.accepted) for b in bursts)
+            asked = sum(b.requests for b in bursts)
+            lines.append(
+                f"| ({key}) | {len(self.load_servers.get(key, [None]))} | {len(bursts)} | "
+                f"{' | '.join(cells)} | {accepted}/{asked} | {sum(b.lost for b in bursts)} | "
+                f"{once} |"
+            )
+        return [*lines, ""]
 
     def compare_loads(self, ours: list[Load], base: list[Load]) -> list[str]:
         """(e) against (e@base): medians over bursts, each judged with the same tolerance."""
@@ -1363,12 +1687,29 @@ class Bench:
         verdict = "**not worse**" if not worse else f"**worse** ({', '.join(worse)})"
         return [*lines, "", f"- (e) against (e@base): {verdict}", ""]
 
+    def stop_services(self) -> None:
+        """Drop this run's databases, stop the gateway and our PostgreSQL: once the servers that
+        use them are gone. Safe to call twice; each step runs even if one before it failed."""
+        steps = [
+            self.schemas.drop_all if self.schemas is not None else None,
+            self.gateway.stop if self.gateway is not None else None,
+            self.pg_cluster.stop if self.pg_cluster is not None else None,
+        ]
+        for step in steps:
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception as exc:
+                say(f"cleanup: {exc}")
+
     async def close(self) -> None:
         if self.floor is not None:
             await self.floor.stop()
         await asyncio.gather(*(s.stop() for s in self.servers), return_exceptions=True)
         if self.baseline is not None:
             self.baseline.remove()  # after the servers: they import from it
+        await asyncio.to_thread(self.stop_services)
         if self.opts.keep:
             say(f"kept {self.tmp}")
         else:
@@ -1450,6 +1791,7 @@ def kill_leftovers(bench: Bench) -> None:
             kill_exact(pid, start, signal.SIGKILL)
     if bench.baseline is not None:
         bench.baseline.remove()  # a no-op if close() got to it
+    bench.stop_services()  # as much a no-op
     if not bench.opts.keep:
         shutil.rmtree(bench.tmp, ignore_errors=True)
 

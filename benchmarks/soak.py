@@ -248,7 +248,7 @@ def chatter(*args, **kwargs):
 
 
 def notebook(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook(
+    nb: nbformat.NotebookNode = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(src, metadata={"tags": [tag]}) for tag, src in cells]
     )
     nb.metadata["kernelspec"] = {
@@ -835,7 +835,7 @@ class Soak:
                 pipeline = seen.get(kind.name)
                 if pipeline is None or pipeline.get("errors"):
                     raise RuntimeError(f"pipeline {kind.name}: {pipeline}")
-                schedule = {"name": f"soak {kind.name}", "schedule_type": "api"}
+                schedule: dict[str, Any] = {"name": f"soak {kind.name}", "schedule_type": "api"}
                 if kind.settings:
                     schedule["settings"] = kind.settings
                 status, body = await conn.json(
@@ -1109,7 +1109,8 @@ class Soak:
         stranded = [r for r in runs if r.outcome is None and not r.lost]
         lost = [r for r in runs if r.lost]
         refused = sum(self.refused.values())
-        lines_lost = sum(r.outcome.lines_missing + r.outcome.lines_duplicated for r in checked)
+        outcomes = [r.outcome for r in checked if r.outcome is not None]
+        lines_lost = sum(o.lines_missing + o.lines_duplicated for o in outcomes)
         lines = [
             "## jupyter-mage soak",
             "",
@@ -1189,12 +1190,12 @@ class Soak:
             "|---|---:|---:|---:|---:|",
         ]
         for name in ("normal", "burst"):
-            mine = [r.outcome for r in checked if r.kind == name and r.outcome is not None]
+            theirs = [r.outcome for r in checked if r.kind == name and r.outcome is not None]
             lines.append(
-                f"| {name} | {sum(1 for o in mine if o.lines_expected)} | "
-                f"{sum(o.lines_expected for o in mine):,} | "
-                f"{sum(o.lines_missing for o in mine):,} | "
-                f"{sum(o.lines_duplicated for o in mine):,} |"
+                f"| {name} | {sum(1 for o in theirs if o.lines_expected)} | "
+                f"{sum(o.lines_expected for o in theirs):,} | "
+                f"{sum(o.lines_missing for o in theirs):,} | "
+                f"{sum(o.lines_duplicated for o in theirs):,} |"
             )
         lines.append("")
         lines.append("(Counted only in runs that ended as expected; the others are wrong above.)")
