@@ -106,6 +106,22 @@ export interface ITrigger {
   updated_at: string | null;
   last_pipeline_run_status?: RunStatus | null;
   pipeline_runs_count?: number;
+  /** The last refused calls of the trigger's token routes, latest first (at most 10). */
+  recent_refusals?: ITriggerRefusal[] | null;
+}
+
+/** A refused call of a trigger's token route (never the token itself). */
+export interface ITriggerRefusal {
+  time: string;
+  status: number;
+  reason: string;
+}
+
+/** Filters of the list of all runs (`GET api/pipeline_runs`). */
+export interface IRunFilters {
+  pipeline_uuid?: string;
+  pipeline_schedule_id?: number;
+  status?: RunStatus;
 }
 
 /** The fields a user may write on a trigger. */
@@ -226,6 +242,14 @@ export class MageAPI {
     return data.pipeline_schedules ?? [];
   }
 
+  /** List all triggers, of every pipeline (also of notebooks gone since). */
+  async listAllTriggers(): Promise<ITrigger[]> {
+    const data = await this._get<{ pipeline_schedules: ITrigger[] }>(
+      'api/pipeline_schedules'
+    );
+    return data.pipeline_schedules ?? [];
+  }
+
   /** Create a trigger on a pipeline. */
   async createTrigger(uuid: string, input: ITriggerInput): Promise<ITrigger> {
     const data = await this._send<{ pipeline_schedule: ITrigger }>(
@@ -280,6 +304,34 @@ export class MageAPI {
       _offset: String(offset)
     });
     const data = await this._get<IRunsPage>(`api/pipeline_runs${query}`);
+    return {
+      pipeline_runs: data.pipeline_runs ?? [],
+      metadata: data.metadata ?? { count: 0, next: false }
+    };
+  }
+
+  /** List the runs of all pipelines, newest first, filtered and paged. */
+  async listAllRuns(
+    filters: IRunFilters,
+    limit: number,
+    offset: number
+  ): Promise<IRunsPage> {
+    const params: Record<string, string> = {
+      _limit: String(limit),
+      _offset: String(offset)
+    };
+    if (filters.pipeline_uuid) {
+      params.pipeline_uuid = filters.pipeline_uuid;
+    }
+    if (filters.pipeline_schedule_id !== undefined) {
+      params.pipeline_schedule_id = String(filters.pipeline_schedule_id);
+    }
+    if (filters.status) {
+      params.status = filters.status;
+    }
+    const data = await this._get<IRunsPage>(
+      `api/pipeline_runs${URLExt.objectToQueryString(params)}`
+    );
     return {
       pipeline_runs: data.pipeline_runs ?? [],
       metadata: data.metadata ?? { count: 0, next: false }

@@ -21,6 +21,7 @@ import {
   tagsWithType,
   tagValue
 } from './blocks';
+import { loadHandRunsIfPipeline } from './handrun';
 import { blockIcon } from './icons';
 
 /** Command ids of the block tools. */
@@ -278,6 +279,8 @@ export function addBlockCommands(
         cell.model.sharedModel.setSource(blockTemplate(type));
       }
       commands.notifyCommandChanged(CommandIDs.setBlockLinks);
+      // The first block of a notebook: its kernel gets hand-run support now.
+      void loadHandRunsIfPipeline(panel, trans);
     }
   });
 

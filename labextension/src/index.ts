@@ -17,9 +17,11 @@ import {
   addBlockCommands,
   CommandIDs as BlockCommandIDs
 } from './blockcommands';
+import { watchNotebooks } from './handrun';
 import { mageIcon } from './icons';
 import { MageModel, reportError } from './model';
 import { MageSidebar, pipelinePath } from './widgets/sidebar';
+import { WorkspaceCommandIDs, workspacePlugin } from './workspace/plugin';
 
 /** Command ids of the sidebar. */
 export namespace CommandIDs {
@@ -91,7 +93,17 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       return done !== undefined;
     };
 
-    const sidebar = new MageSidebar({ model, trans, openPath, saveVariables });
+    const openWorkspace = (): void => {
+      void app.commands.execute(WorkspaceCommandIDs.open, {});
+    };
+
+    const sidebar = new MageSidebar({
+      model,
+      trans,
+      openPath,
+      saveVariables,
+      openWorkspace
+    });
     sidebar.id = SIDEBAR_ID;
     sidebar.title.icon = mageIcon;
     sidebar.title.caption = trans.__('Mage pipelines');
@@ -158,6 +170,7 @@ const blocksPlugin: JupyterFrontEndPlugin<void> = {
   ): void => {
     const trans = (translator ?? nullTranslator).load('jupyter_mage');
     addBlockCommands(app.commands, tracker, trans);
+    watchNotebooks(tracker, trans);
     for (const command of [
       BlockCommandIDs.makeBlock,
       BlockCommandIDs.setBlockLinks
@@ -167,4 +180,4 @@ const blocksPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [sidebarPlugin, blocksPlugin];
+export default [sidebarPlugin, blocksPlugin, workspacePlugin];

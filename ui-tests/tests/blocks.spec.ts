@@ -98,3 +98,36 @@ test('make a cell a block through the command palette', async ({
   ]);
   await screenshot(page, 'make-block');
 });
+
+test('a block template runs by hand as inserted, with no manual step', async ({
+  page,
+  tmpPath
+}) => {
+  await page.contents.uploadContent(
+    notebook([{ source: '' }]),
+    'text',
+    `${tmpPath}/by_hand.ipynb`
+  );
+  await page.goto(`tree/${tmpPath}`);
+  await page.notebook.openByPath(`${tmpPath}/by_hand.ipynb`);
+  await page.notebook.activate('by_hand.ipynb');
+  await page.notebook.selectCells(0);
+  await page.evaluate(() => {
+    void (window as any).jupyterapp.commands.execute('jupyter-mage:make-block');
+  });
+  const dialog = page.locator('.jp-Dialog');
+  await dialog.locator('.jp-mage-BlockTypeSelect').selectOption('data_loader');
+  await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
+  await expect(dialog).toHaveCount(0);
+  // Saved, so that the kernel's hand run finds the block in the file.
+  await page.notebook.save();
+  await page.notebook.runCell(0);
+  const output = page
+    .locator('.jp-Notebook .jp-Cell')
+    .first()
+    .locator('.jp-OutputArea');
+  // Mage's guarded import ran (the decorators were there) and the block ran: its summary.
+  await expect(output).toContainText('load_data', { timeout: 60_000 });
+  await expect(output).not.toContainText('Error');
+  await screenshot(page, 'hand-run-template');
+});

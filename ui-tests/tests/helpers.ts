@@ -213,3 +213,217 @@ export class MageSidebar {
     return this.panel.locator(`.jp-mage-RunRow[data-run-id="${id}"]`);
   }
 }
+
+/**
+ * A pipeline whose middle block prints a line, then waits until the file named
+ * by its `release_file` variable exists (60 s at most; 3 s without one), then
+ * prints another: a test watches the DAG and the log while it runs, whatever
+ * the machine's speed, and lets it go on when it has seen them.
+ */
+export const SLOW_NOTEBOOK = notebook([
+  {
+    tags: ['data_loader'],
+    source:
+      '@data_loader\n' +
+      'def load_records(*args, **kwargs):\n' +
+      "    return [{'n': i, 'square': i * i} for i in range(5)]\n"
+  },
+  {
+    tags: ['transformer'],
+    source:
+      'import os\n' +
+      'import time\n\n' +
+      '@transformer\n' +
+      'def slow_step(rows, *args, **kwargs):\n' +
+      "    print('tick 1', flush=True)\n" +
+      "    release = kwargs.get('release_file')\n" +
+      '    deadline = time.monotonic() + (60 if release else 3)\n' +
+      '    while time.monotonic() < deadline:\n' +
+      '        if release and os.path.exists(release):\n' +
+      '            break\n' +
+      '        time.sleep(0.1)\n' +
+      "    print('tick 2', flush=True)\n" +
+      '    return rows\n'
+  },
+  {
+    tags: ['data_exporter'],
+    source:
+      '@data_exporter\n' +
+      'def save(rows, *args, **kwargs):\n' +
+      "    print('saved', len(rows), 'rows')\n"
+  }
+]);
+
+/** The server's REST API, called as a script would (the UI-test servers have no token). */
+export class MageREST {
+  constructor(
+    readonly page: Page,
+    readonly baseURL: string
+  ) {}
+
+  async call<T = any>(
+    method: 'GET' | 'POST' | 'PUT' | 'DELETE',
+    path: string,
+    data?: unknown
+  ): Promise<{ status: number; body: T }> {
+    const response = await this.page.request.fetch(`${this.baseURL}/${path}`, {
+      method,
+      data: data === undefined ? undefined : JSON.stringify(data),
+      headers: { 'Content-Type': 'application/json' },
+      failOnStatusCode: false
+    });
+    const text = await response.text();
+    return { status: response.status(), body: text ? JSON.parse(text) : null };
+  }
+
+  /** Create an API trigger on a pipeline; returns it (with its token). */
+  async createTrigger(
+    uuid: string,
+    name: string,
+    variables: Record<string, unknown> = {}
+  ): Promise<any> {
+    const answer = await this.call(
+      'POST',
+      `api/pipelines/${encodeURIComponent(uuid)}/pipeline_schedules`,
+      { pipeline_schedule: { name, variables } }
+    );
+    expect(answer.status).toBe(200);
+    return answer.body.pipeline_schedule;
+  }
+
+  /**
+   * Start a run of a trigger; with `wait`, hold the answer until it ends.
+   *
+   * @returns the run's id
+   */
+  async startRun(triggerId: number, wait = 0): Promise<number> {
+    const query = wait ? `?wait=${wait}` : '';
+    const answer = await this.call(
+      'POST',
+      `api/pipeline_schedules/${triggerId}/pipeline_runs${query}`,
+      {}
+    );
+    expect(answer.status).toBe(200);
+    return answer.body.pipeline_run.id;
+  }
+}
+
+/** Selectors and actions of the Pipelines workspace (main area). */
+export class MageWorkspace {
+  constructor(readonly page: Page) {}
+
+  /** The workspace widget. */
+  get panel(): Locator {
+    return this.page.locator('#jupyter-mage-workspace');
+  }
+
+  /** A tab of the workspace (`runs` or `triggers`). */
+  tab(name: 'runs' | 'triggers'): Locator {
+    return this.panel.locator(`.jp-mage-WsTab-${name}`);
+  }
+
+  /** A row of the run table. */
+  runRow(id: number): Locator {
+    return this.panel.locator(`.jp-mage-WsRunRow[data-run-id="${id}"]`);
+  }
+
+  /** All rows of the run table. */
+  get runRows(): Locator {
+    return this.panel.locator('.jp-mage-WsRunRow');
+  }
+
+  /** A trigger row of the Triggers tab. */
+  trigger(name: string): Locator {
+    return this.panel.locator(
+      `.jp-mage-WsTrigger[data-trigger-name="${name}"]`
+    );
+  }
+
+  /** The open run's view. */
+  runView(id: number): Locator {
+    return this.panel.locator(`.jp-mage-WsRun[data-run-id="${id}"]`);
+  }
+
+  /** A block's box in the open run's DAG. */
+  dagNode(uuid: string): Locator {
+    return this.panel.locator(`.jp-mage-DagNode[data-block-uuid="${uuid}"]`);
+  }
+
+  /** The selected block's detail (log, output, error). */
+  get blockDetail(): Locator {
+    return this.panel.locator('.jp-mage-WsBlock');
+  }
+
+  /** Open a run from the table with the keyboard (focus the row, Enter). */
+  async openRun(id: number): Promise<Locator> {
+    const row = this.runRow(id);
+    await row.focus();
+    await this.page.keyboard.press('Enter');
+    const view = this.runView(id);
+    await expect(view).toBeVisible();
+    return view;
+  }
+}
+
+/**
+ * The WCAG contrast ratio of an element's text colour against a background
+ * colour, both read as rendered (any CSS colour syntax, `color-mix` included).
+ *
+ * @param text the element whose `color` (or SVG `fill`) is the text colour
+ * @param background the element whose `background-color` (or SVG `fill`) is behind it
+ */
+export async function contrastRatio(
+  text: Locator,
+  background: Locator
+): Promise<number> {
+  const colour = async (
+    target: Locator,
+    properties: string[]
+  ): Promise<string> =>
+    target.evaluate((el, props) => {
+      const style = getComputedStyle(el);
+      for (const p of props) {
+        const v = style.getPropertyValue(p);
+        if (v && v !== 'none' && v !== 'rgba(0, 0, 0, 0)') {
+          return v;
+        }
+      }
+      return '';
+    }, properties);
+  const isSvg = async (target: Locator): Promise<boolean> =>
+    target.evaluate(el => el instanceof SVGElement);
+  const fg = await colour(text, (await isSvg(text)) ? ['fill'] : ['color']);
+  const bg = await colour(
+    background,
+    (await isSvg(background)) ? ['fill'] : ['background-color']
+  );
+  return text.page().evaluate(
+    ([fgColour, bgColour]) => {
+      // Paint each colour on a canvas (the browser resolves any syntax, and
+      // blends a translucent text colour over its background) and read it back.
+      const canvas = document.createElement('canvas');
+      canvas.width = canvas.height = 1;
+      const ctx = canvas.getContext('2d') as CanvasRenderingContext2D;
+      const paint = (colours: string[]): number[] => {
+        ctx.clearRect(0, 0, 1, 1);
+        for (const c of colours) {
+          ctx.fillStyle = c;
+          ctx.fillRect(0, 0, 1, 1);
+        }
+        return Array.from(ctx.getImageData(0, 0, 1, 1).data.slice(0, 3));
+      };
+      const luminance = (rgb: number[]): number => {
+        const [r, g, b] = rgb.map(v => {
+          const c = v / 255;
+          return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+        });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      };
+      const back = luminance(paint([bgColour]));
+      const front = luminance(paint([bgColour, fgColour]));
+      const [hi, lo] = back > front ? [back, front] : [front, back];
+      return (hi + 0.05) / (lo + 0.05);
+    },
+    [fg, bg]
+  );
+}

@@ -23,4 +23,6 @@ export interface IViewContext {
     pipelineUuid: string,
     variables: JSONObject
   ) => Promise<boolean>;
+  /** Open the Pipelines workspace in the main area. */
+  openWorkspace?: () => void;
 }

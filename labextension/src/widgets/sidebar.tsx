@@ -286,11 +286,23 @@ function MageView(props: { ctx: IViewContext }): JSX.Element {
     <div className="jp-mage-SidebarContent">
       <header className="jp-mage-SidebarHeader">
         <h1>{trans.__('Pipelines')}</h1>
-        <Button
-          label={trans.__('Refresh')}
-          className="jp-mage-Refresh"
-          onClick={() => void model.refresh(true)}
-        />
+        <div className="jp-mage-SidebarActions">
+          {props.ctx.openWorkspace && (
+            <Button
+              label={trans.__('Workspace')}
+              title={trans.__(
+                'Open the Pipelines workspace: runs of all pipelines, DAGs, triggers'
+              )}
+              className="jp-mage-OpenWorkspace"
+              onClick={props.ctx.openWorkspace}
+            />
+          )}
+          <Button
+            label={trans.__('Refresh')}
+            className="jp-mage-Refresh"
+            onClick={() => void model.refresh(true)}
+          />
+        </div>
       </header>
       {body}
     </div>
