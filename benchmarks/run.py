@@ -57,7 +57,15 @@ from typing import Any
 
 import httpx
 import nbformat
-from processes import die_with_parent, free_port, kill_exact, rss_bytes, tree_below, tree_ticks
+from processes import (
+    free_port,
+    kill_exact,
+    log_tail,
+    rss_bytes,
+    spawn_logged,
+    tree_below,
+    tree_ticks,
+)
 from services import KernelGateway, PostgresCluster, PostgresSchemas, safe_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,7 +281,11 @@ class Server:
         if self.pool is not None:
             argv.append(f"--MageApp.kernel_pool_size={self.pool}")
         argv += self.extra_args
-        self.proc = self._spawn(argv)
+        # From the main thread (see processes.spawn_logged).
+        env = server_env(self.source)
+        env["JUPYTER_RUNTIME_DIR"] = str(self.workdir / "runtime")
+        env["JUPYTER_DATA_DIR"] = str(self.workdir / "data")
+        self.proc = spawn_logged(argv, self.workdir, env, self.log_path)
         self.client = httpx.AsyncClient(
             base_url=self.url,
             timeout=httpx.Timeout(30.0),
@@ -298,22 +310,8 @@ class Server:
         if PIPELINE_UUID not in uuids:
             raise RuntimeError(f"server {self.label} does not see the pipeline: {uuids}")
 
-    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
-        # From the main thread: PR_SET_PDEATHSIG follows the thread that forked the child.
-        env = server_env(self.source)
-        env["JUPYTER_RUNTIME_DIR"] = str(self.workdir / "runtime")
-        env["JUPYTER_DATA_DIR"] = str(self.workdir / "data")
-        with self.log_path.open("wb") as log:
-            return subprocess.Popen(
-                argv,
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # our Ctrl-C is handled by stop(), not by the server
-                preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
-            )
+    def log_tail(self) -> str:
+        return log_tail(self.log_path)
 
     def describe(self) -> list[str]:
         """The MageApp settings this server was started with."""
@@ -324,12 +322,6 @@ class Server:
             *(a.removeprefix("--MageApp.") for a in self.extra_args),
             *([f"db_url={safe_url(self.db_url)}"] if self.db_url else []),
         ]
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.token}"}

@@ -18,7 +18,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from processes import die_with_parent, free_port, kill_exact, tree_below
+from processes import free_port, kill_exact, log_tail, spawn_logged, tree_below
 
 REPO = Path(__file__).resolve().parents[1]
 CI_POSTGRES = REPO / ".ci" / "postgres"
@@ -248,7 +247,7 @@ class KernelGateway:
         }
         env["JUPYTER_PATH"] = config["kernel"]["jupyter_path"]
         env["JUPYTER_RUNTIME_DIR"] = str(self.workdir / "runtime")
-        self.proc = self._spawn(self.argv(config), root, env)
+        self.proc = spawn_logged(self.argv(config), root, env, self.log_path)
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=5.0) as client:
             while True:
@@ -261,25 +260,8 @@ class KernelGateway:
                     raise RuntimeError(f"the gateway did not answer:\n{self.log_tail()}")
                 await asyncio.sleep(0.2)
 
-    def _spawn(self, argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        # From the main thread: PR_SET_PDEATHSIG follows the thread that forked the child.
-        with self.log_path.open("wb") as log:
-            return subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # our Ctrl-C is handled by stop(), not by the gateway
-                preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
-            )
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+    def log_tail(self) -> str:
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         """SIGTERM (the gateway shuts its kernels down), SIGKILL after 15 s, then any kernel

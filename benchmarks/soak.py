@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from processes import die_with_parent, free_port, kill_exact, rss_bytes, tree_below
+from processes import free_port, kill_exact, log_tail, rss_bytes, spawn_logged, tree_below
 
 REPO = Path(__file__).resolve().parents[1]
 FINAL = ("completed", "failed", "cancelled")
@@ -682,7 +682,7 @@ class Server:
             f"--MageApp.db_url=sqlite:///{self.workdir / 'soak.sqlite'}",
             "--ServerApp.log_level=WARN",
         ]
-        self.proc = self._spawn(argv)
+        self.proc = spawn_logged(argv, self.workdir, server_env(self.workdir), self.log_path)
         conn = self.connection()
         deadline = time.monotonic() + 90
         try:
@@ -699,25 +699,8 @@ class Server:
         finally:
             conn.close()
 
-    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
-        # From the main thread: PR_SET_PDEATHSIG follows the thread that forked the child.
-        with self.log_path.open("wb") as log:
-            return subprocess.Popen(
-                argv,
-                cwd=self.workdir,
-                env=server_env(self.workdir),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # our Ctrl-C is handled by stop(), not by the server
-                preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
-            )
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+    def log_tail(self) -> str:
+        return log_tail(self.log_path)
 
     async def stop(self) -> None:
         """SIGTERM (the server shuts its kernels down), then SIGKILL for whatever is left."""

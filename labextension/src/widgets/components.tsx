@@ -2,7 +2,7 @@
  * Small React pieces shared by the sidebar views.
  */
 import * as React from 'react';
-import { Clipboard } from '@jupyterlab/apputils';
+import { Clipboard, Dialog, showDialog } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { Notification } from '@jupyterlab/apputils';
 
@@ -10,6 +10,28 @@ import { JSONObject } from '../api';
 import { parseJSONObject } from '../utils';
 
 /** A status shown as a coloured badge (`jp-mage-Status-<status>`). */
+/**
+ * Ask before cancelling a run (its running block is interrupted); cancel it
+ * if the user agrees. One dialog for the sidebar and the workspace.
+ */
+export async function confirmCancelRun(
+  trans: TranslationBundle,
+  runId: number,
+  cancel: () => Promise<void>
+): Promise<void> {
+  const answer = await showDialog({
+    title: trans.__('Cancel run %1?', runId),
+    body: trans.__('The running block is interrupted.'),
+    buttons: [
+      Dialog.cancelButton({ label: trans.__('Keep running') }),
+      Dialog.warnButton({ label: trans.__('Cancel run') })
+    ]
+  });
+  if (answer.button.accept) {
+    await cancel();
+  }
+}
+
 export function StatusBadge(props: { status: string }): JSX.Element {
   return (
     <span

@@ -2,7 +2,6 @@
  * Runs of a pipeline: the live list, and one run's detail with its block runs.
  */
 import * as React from 'react';
-import { Dialog, showDialog } from '@jupyterlab/apputils';
 
 import {
   FINAL_BLOCK_STATUSES,
@@ -12,7 +11,7 @@ import {
 } from '../api';
 import { reportError } from '../model';
 import { errorText, formatDuration, formatTime, stripAnsi } from '../utils';
-import { Button, Section, StatusBadge } from './components';
+import { Button, confirmCancelRun, Section, StatusBadge } from './components';
 import { IViewContext } from './context';
 
 const ACTIVE_STATUSES: readonly string[] = ['initial', 'queued', 'running'];
@@ -107,21 +106,12 @@ export function RunView(props: { ctx: IViewContext }): JSX.Element {
   const active = ACTIVE_STATUSES.includes(run.status);
   const retryable = run.status === 'failed' || run.status === 'cancelled';
 
-  const cancel = async (): Promise<void> => {
-    const answer = await showDialog({
-      title: trans.__('Cancel run %1?', run.id),
-      body: trans.__('The running block is interrupted.'),
-      buttons: [
-        Dialog.cancelButton({ label: trans.__('Keep running') }),
-        Dialog.warnButton({ label: trans.__('Cancel run') })
-      ]
-    });
-    if (answer.button.accept) {
+  const cancel = (): Promise<void> =>
+    confirmCancelRun(trans, run.id, async () => {
       await model.act(trans.__('Cancelling the run'), () =>
         model.api.cancelRun(run.id)
       );
-    }
-  };
+    });
 
   return (
     <div

@@ -4,7 +4,6 @@
  * error, output and log (the log polled while the block runs).
  */
 import * as React from 'react';
-import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { Button } from '@jupyterlab/ui-components';
 
@@ -16,7 +15,7 @@ import {
 } from '../api';
 import { reportError } from '../model';
 import { errorText, formatDuration, formatTime, stripAnsi } from '../utils';
-import { StatusBadge } from '../widgets/components';
+import { confirmCancelRun, StatusBadge } from '../widgets/components';
 import { DagView, IDagBlock } from './dag';
 import { WorkspaceModel } from './model';
 import { OutputSummary } from './outputs';
@@ -89,21 +88,12 @@ export function WorkspaceRunView(props: IRunViewProps): JSX.Element {
   const selected = model.selectedBlock;
   const blockRun = (run.block_runs ?? []).find(b => b.block_uuid === selected);
 
-  const cancel = async (): Promise<void> => {
-    const answer = await showDialog({
-      title: trans.__('Cancel run %1?', run.id),
-      body: trans.__('The running block is interrupted.'),
-      buttons: [
-        Dialog.cancelButton({ label: trans.__('Keep running') }),
-        Dialog.warnButton({ label: trans.__('Cancel run') })
-      ]
-    });
-    if (answer.button.accept) {
+  const cancel = (): Promise<void> =>
+    confirmCancelRun(trans, run.id, async () => {
       await model.act(trans.__('Cancelling the run'), () =>
         model.api.cancelRun(run.id)
       );
-    }
-  };
+    });
 
   return (
     <div
