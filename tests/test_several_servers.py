@@ -177,8 +177,11 @@ async def test_a_killed_servers_runs_end_within_the_lease_and_the_others_complet
     held = [await trigger(doomed, trigger_id, f"held{i}", ledger, seconds=60) for i in range(2)]
     for run in held:
         deadline = time.monotonic() + 60
-        while (await get_run(survivor, run["id"]))["block_runs"][0]["status"] != "running":
-            assert time.monotonic() < deadline
+        while (seen := await get_run(survivor, run["id"]))["block_runs"][0]["status"] != "running":
+            assert time.monotonic() < deadline, (
+                f"run {run['id']}'s block never ran: {seen}\n{doomed.log_tail()}\n"
+                f"{survivor.log_tail()}"
+            )
             await asyncio.sleep(0.1)
     kept = [await trigger(survivor, trigger_id, f"kept{i}", ledger, seconds=1) for i in range(2)]
     doomed.kill()
