@@ -9,13 +9,15 @@ import os
 import secrets
 from typing import Any
 
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, Unicode, default
 
-from . import logscrub
+from . import gateway, logscrub
 from .dispatcher import Dispatcher
 from .engine import KernelEngine
+from .forking import PROVISIONER_NAME
 from .handlers import ROUTES
 from .presence import ServerPresence
 from .repository import PipelineRepository
@@ -68,6 +70,17 @@ class MageApp(ExtensionApp):
             "Kernels kept started and ready, per kernel spec, so a run does not wait for a cold "
             "kernel (about 0.6 s). Each run still gets a kernel no other run has used. 0 starts "
             "a kernel per run. Idle pool kernels use memory (about 50 MB each)."
+        ),
+    ).tag(config=True)
+
+    fork_kernels = Bool(
+        True,
+        help=(
+            "Start the run pool's Python kernels by forking a process that has imported "
+            "ipykernel already (about 40 ms of CPU instead of 250 ms). Each run still gets a "
+            "process no other run used. Makes jupyter-mage's provisioner the server's default "
+            "when none other is configured; it starts every other kernel (notebooks', other "
+            "languages', unusual specs) exactly as jupyter_client's local provisioner does."
         ),
     ).tag(config=True)
 
@@ -154,6 +167,7 @@ class MageApp(ExtensionApp):
             self.log.error("jupyter-mage: %s", self.store.unavailable)
         self.board = StatusBoard(self.store)
         self.repository = PipelineRepository(root_dir, contents_manager=serverapp.contents_manager)
+        fork = self.fork_kernels and self._use_forking_provisioner()
         self.engine = KernelEngine(
             parent=self,
             store=self.store,
@@ -163,6 +177,7 @@ class MageApp(ExtensionApp):
             session_manager=serverapp.session_manager,
             pool_size=self.kernel_pool_size,
             reuse_kernels=self.kernel_reuse,
+            fork_kernels=fork,
         )
         self.repository.exclude.append(self.engine.runs_path.resolve())
         self.dispatcher = Dispatcher(
@@ -207,6 +222,30 @@ class MageApp(ExtensionApp):
             "jupyter-mage: database %s; server id %s", _safe_url(self.db_url), self.server_id
         )
         self._recover()
+
+    def _use_forking_provisioner(self) -> bool:
+        """Make the forking provisioner the default, unless another one is configured."""
+        serverapp = self.serverapp
+        assert serverapp is not None
+        if gateway.is_gateway(serverapp.kernel_manager):
+            return False  # kernels start on the gateway, not here
+        factory = KernelProvisionerFactory.instance(parent=serverapp.kernel_manager)
+        if PROVISIONER_NAME not in factory.get_provisioner_entries():
+            self.log.warning(
+                "jupyter-mage: kernels are not forked: its provisioner is not installed "
+                "(an entry point of the package; pip install jupyter_mage)"
+            )
+            return False
+        if factory.default_provisioner_name == PROVISIONER_NAME:
+            return True
+        if factory.default_provisioner_name != "local-provisioner":
+            self.log.info(
+                "jupyter-mage: kernels are not forked: the default provisioner is %s",
+                factory.default_provisioner_name,
+            )
+            return False
+        factory.default_provisioner_name = PROVISIONER_NAME
+        return True
 
     def initialize_handlers(self) -> None:
         """Mage's routes, relative to the server's base_url."""

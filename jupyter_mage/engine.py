@@ -106,6 +106,7 @@ class KernelEngine(LoggingConfigurable):
         session_manager: SessionManager | None = None,
         pool_size: int = 0,
         reuse_kernels: bool = False,
+        fork_kernels: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,6 +122,7 @@ class KernelEngine(LoggingConfigurable):
             warmup_code=kernel_code(None),
             reuse=reuse_kernels,
             session_manager=session_manager,
+            fork=fork_kernels,
         )
         self._active: dict[int, ActiveRun] = {}
         self._idle = asyncio.Event()  # set while no run is active

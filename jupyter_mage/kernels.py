@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
-from collections import OrderedDict
+from asyncio import FIRST_COMPLETED
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from queue import Empty
 from typing import Any
 
 import zmq.asyncio
@@ -37,7 +38,9 @@ from jupyter_server.services.sessions.sessionmanager import ModelName, SessionMa
 from jupyter_server.utils import ApiPath
 
 from . import gateway
-from .execute import KernelConnection, MessageChannel, execute
+from .execute import KernelConnection, execute
+from .forking import FORK_REQUEST
+from .forking.provisioner import ForkingProvisioner
 
 # Run in a reused kernel between two runs: forget the run's names, go back to the root dir,
 # drop the per-block loggers the run created.
@@ -56,8 +59,16 @@ get_ipython().reset(new_session=False)
 RELEASE_DELAY = 0.1
 #: Starts of a kernel that dies while starting, before the run fails.
 START_ATTEMPTS = 3
-#: Seconds between checks that a starting kernel is still alive (or may start).
-READY_POLL = 0.25
+#: Seconds a kernel that answered ``kernel_info`` gets to show that its iopub is connected
+#: before it is asked again (ipykernel greets a new subscriber at once; older kernels do not).
+IOPUB_GRACE = 0.25
+#: Seconds between liveness checks of a starting kernel that gives no sign of its end (a
+#: gateway's); a local kernel's end is an event (its process, or its fork parent's report).
+REMOTE_ALIVE_POLL = 0.25
+#: Ready kernels kept at most per spec when arrivals outpace starts (see KernelPool.wanted).
+MAX_READY = 8
+#: Trigger calls remembered per spec to estimate their rate.
+ARRIVALS_KEPT = 16
 #: Seconds after a trigger call during which kernel starts leave a core to the server.
 REQUEST_WINDOW = 1.0
 #: Shutdowns of a gateway kernel tried before it is given up (see KernelPool.shutdown).
@@ -134,6 +145,9 @@ class KernelPool:
     session_manager
         The server's session manager: each kernel of ours gets a session that names it (see
         :data:`SESSION_NAME`). None: unnamed.
+    fork
+        Ask for forked kernels (:mod:`jupyter_mage.forking`; the forking provisioner must be
+        the server's default). Kernels that cannot be forked start as usual.
     """
 
     def __init__(
@@ -145,10 +159,12 @@ class KernelPool:
         warmup_code: str = "",
         reuse: bool = False,
         session_manager: SessionManager | None = None,
+        fork: bool = False,
     ) -> None:
         self.kernel_manager = kernel_manager
         #: Kernels run on a Kernel Gateway or Enterprise Gateway (``--gateway-url``).
         self.on_gateway = gateway.is_gateway(kernel_manager)
+        self.fork = fork and not self.on_gateway
         self.session_manager = session_manager
         self.reuse = reuse
         # pipeline uuid -> a reset kernel that last ran it (oldest first, for eviction)
@@ -158,7 +174,14 @@ class KernelPool:
         self.startup_timeout = startup_timeout
         self.log = log
         self._ready: dict[str, list[KernelHandle]] = {}
-        self._filling: dict[str, asyncio.Task[None]] = {}
+        # Kernel starts under way for the pool, per spec (several at once when runs arrive
+        # faster than one start takes).
+        self._filling: dict[str, set[asyncio.Task[None]]] = {}
+        self._failures: dict[str, int] = {}
+        self._arrivals: dict[str, deque[float]] = {}
+        # Seconds from asking for a kernel to its being ready (warm-up included), a moving
+        # average per spec: with the arrival rate, how many ready kernels a burst needs.
+        self._start_seconds: dict[str, float] = {}
         self._releasing: set[asyncio.Task[None]] = set()
         # Kernel starts are CPU-bound (an interpreter and its imports): one per core at most
         # (more only thrash, and widen the window of concurrent port picking), and one less
@@ -190,16 +213,39 @@ class KernelPool:
                 return handle  # type: ignore[return-value]
             if handle is not None:
                 await self.discard(handle)
+        self._note_arrival(kernel_name)
         ready = self._ready.setdefault(kernel_name, [])
         while ready:
-            # The pool is topped up when the run releases this kernel (see release): a new
-            # kernel starting now would take CPU from the run on a small machine.
             handle = ready.pop(0)
             if await self._usable(handle):
+                # A lone run's pool is topped up when it releases this kernel (see release):
+                # a start now would take CPU from the run on a small machine. Runs arriving
+                # faster than a start takes need the starts now.
+                if self.wanted(kernel_name) > self.size:
+                    self.refill(kernel_name)
                 return handle
             await self.discard(handle)  # culled or died while idle
         self.refill(kernel_name)
         return await self.start(kernel_name)
+
+    def _note_arrival(self, kernel_name: str) -> None:
+        arrivals = self._arrivals.setdefault(kernel_name, deque(maxlen=ARRIVALS_KEPT))
+        arrivals.append(asyncio.get_running_loop().time())
+
+    def wanted(self, kernel_name: str) -> int:
+        """Ready kernels to keep for this spec: ``size``, or more while runs arrive faster than
+        kernels start (enough to cover one start's time at the recent arrival rate)."""
+        if self.size <= 0:
+            return 0
+        arrivals = self._arrivals.get(kernel_name)
+        start = self._start_seconds.get(kernel_name)
+        if not arrivals or len(arrivals) < 2 or start is None:
+            return self.size
+        now = asyncio.get_running_loop().time()
+        if now - arrivals[-1] > 2 * start + 1.0:  # the burst is over
+            return self.size
+        rate = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-3)
+        return max(self.size, min(MAX_READY, math.ceil(rate * start) + 1))
 
     @contextlib.asynccontextmanager
     async def lease(
@@ -248,12 +294,16 @@ class KernelPool:
             await self.discard(handle)
 
     def refill(self, kernel_name: str) -> None:
-        """Top the pool up in the background (no-op when full, filling or disabled)."""
+        """Start, in the background, the kernels the pool lacks (see :meth:`wanted`): several
+        at once when a burst needs them; no-op when full or disabled."""
         if self.size <= 0 or self._stopped or self.closing:
             return
-        task = self._filling.get(kernel_name)
-        if task is None or task.done():
-            self._filling[kernel_name] = asyncio.ensure_future(self._fill(kernel_name))
+        filling = self._filling.setdefault(kernel_name, set())
+        missing = self.wanted(kernel_name) - len(self._ready.get(kernel_name, [])) - len(filling)
+        for _ in range(missing):
+            task = asyncio.ensure_future(self._fill_one(kernel_name))
+            filling.add(task)
+            task.add_done_callback(filling.discard)
 
     async def start(self, kernel_name: str) -> KernelHandle:
         """Start a kernel in the root dir and wait until it answers.
@@ -300,10 +350,11 @@ class KernelPool:
         async with self._start_slot():
             # A gateway forwards only KERNEL_* variables (and those it is told to); and
             # jupyter_server logs the env it is given: the server's own is not sent there.
+            env = {} if self.on_gateway else kernel_environment()
+            if self.fork:
+                env[FORK_REQUEST] = "1"
             kernel_id: str = await self.kernel_manager.start_kernel(
-                kernel_name=kernel_name,
-                path=ApiPath(""),
-                env={} if self.on_gateway else kernel_environment(),
+                kernel_name=kernel_name, path=ApiPath(""), env=env
             )
             client: KernelConnection | None = None
             try:
@@ -355,38 +406,62 @@ class KernelPool:
     async def _wait_ready(self, kernel: KernelManager, client: KernelConnection) -> None:
         """Until the kernel answers ``kernel_info`` and its iopub is connected.
 
-        Checks that the kernel process is alive between tries, so a kernel that died at start
-        is known within a fraction of a second, and gives up after ``startup_timeout``.
+        Waits on the kernel's messages and on its end, not on a clock: a kernel that dies while
+        starting is known at once (a gateway's, within :data:`REMOTE_ALIVE_POLL`), and one that
+        does not answer fails after ``startup_timeout``.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.startup_timeout
-        while True:
-            msg_id = client.kernel_info()
-            # Ready: the kernel answers, and iopub is subscribed (its status messages come).
-            if await self._replied(
-                client.shell_channel, msg_id, "kernel_info_reply"
-            ) and await self._replied(client.iopub_channel, msg_id, "status"):
-                return
-            if not await self._alive(kernel, client):
-                raise KernelDied(f"kernel {kernel.kernel_name} died while starting")
-            if loop.time() > deadline:
-                raise TimeoutError(
-                    f"kernel did not answer within {self.startup_timeout:g} s of starting"
-                )
+        handshake = asyncio.ensure_future(self._handshake(client))
+        ended = asyncio.ensure_future(self._ended(kernel, client))
+        try:
+            done, _ = await asyncio.wait(
+                {handshake, ended}, timeout=self.startup_timeout, return_when=FIRST_COMPLETED
+            )
+        finally:
+            for task in (handshake, ended):
+                task.cancel()
+            await asyncio.gather(handshake, ended, return_exceptions=True)
+        if handshake in done:
+            handshake.result()  # a lost gateway connection raises here
+            return
+        if ended in done:
+            raise KernelDied(f"kernel {kernel.kernel_name} died while starting")
+        raise TimeoutError(f"kernel did not answer within {self.startup_timeout:g} s of starting")
 
     @staticmethod
-    async def _replied(channel: MessageChannel, msg_id: str, msg_type: str) -> bool:
-        """A message of that type, answering ``msg_id``, arrives within ``READY_POLL`` s."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + READY_POLL
-        while (left := until - loop.time()) > 0:
-            try:
-                msg = await channel.get_msg(timeout=left)
-            except Empty:
-                return False
-            if msg["msg_type"] == msg_type and msg["parent_header"].get("msg_id") == msg_id:
-                return True
-        return False
+    async def _handshake(client: KernelConnection) -> None:
+        """``kernel_info`` answered on shell while iopub delivers: the kernel is ready.
+
+        Any iopub message proves the subscription (ipykernel greets each new subscriber with
+        ``iopub_welcome``; older kernels show it by the status of a later ``kernel_info``).
+        """
+        iopub = asyncio.ensure_future(client.iopub_channel.get_msg())
+        try:
+            while True:
+                msg_id = client.kernel_info()
+                while True:
+                    reply = await client.shell_channel.get_msg()
+                    if reply["parent_header"].get("msg_id") == msg_id:
+                        break
+                done, _ = await asyncio.wait({iopub}, timeout=IOPUB_GRACE)
+                if done:
+                    iopub.result()
+                    return
+        finally:
+            iopub.cancel()
+
+    async def _ended(self, kernel: KernelManager, client: KernelConnection) -> None:
+        """Returns when the starting kernel is gone."""
+        provisioner = kernel.provisioner
+        if isinstance(provisioner, ForkingProvisioner) and provisioner.exited is not None:
+            await asyncio.shield(provisioner.exited)  # cancelling this wait must not cancel it
+            return
+        pid = getattr(provisioner, "pid", None)
+        if isinstance(pid, int) and hasattr(os, "pidfd_open"):
+            with contextlib.suppress(OSError):
+                await _process_end(pid)
+                return
+        while await self._alive(kernel, client):  # no event to wait on: a gateway's kernel
+            await asyncio.sleep(REMOTE_ALIVE_POLL)
 
     async def recycle(self, handle: KernelHandle, reuse_key: str) -> None:
         """Reset a kernel after a clean run and keep it for the pipeline's next run."""
@@ -455,7 +530,7 @@ class KernelPool:
         self._stopped = True
         # Let a start in progress finish (the fill loop then shuts its kernel down): cancelling
         # it mid-launch would leave a kernel process nobody owns.
-        filling = [t for t in self._filling.values() if not t.done()]
+        filling = [t for tasks in self._filling.values() for t in tasks if not t.done()]
         if filling:
             _, late = await asyncio.wait(filling, timeout=self.startup_timeout)
             for task in late:
@@ -468,10 +543,11 @@ class KernelPool:
         await asyncio.gather(*(self.discard(h) for h in idle), return_exceptions=True)
         self._context.destroy(linger=0)
 
-    async def _fill(self, kernel_name: str) -> None:
-        ready = self._ready.setdefault(kernel_name, [])
-        failures = 0
-        while len(ready) < self.size and not self._stopped:
+    async def _fill_one(self, kernel_name: str) -> None:
+        """Start one kernel for the pool (tried again after a failure, three times at most)."""
+        loop = asyncio.get_running_loop()
+        while not self._stopped:
+            began = loop.time()
             try:
                 handle = await self.start(kernel_name)
                 if self.warmup_code:
@@ -483,18 +559,24 @@ class KernelPool:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
+                failures = self._failures[kernel_name] = self._failures.get(kernel_name, 0) + 1
                 self.log.warning(
                     "jupyter-mage: warm kernel %s failed to start: %s", kernel_name, exc
                 )
                 if failures >= 3:  # a broken kernel spec: runs will report the error themselves
+                    self._failures[kernel_name] = 0
                     return
                 await asyncio.sleep(1.0 * failures)
                 continue
+            self._failures[kernel_name] = 0
+            took = loop.time() - began
+            average = self._start_seconds.get(kernel_name, took)
+            self._start_seconds[kernel_name] = 0.7 * average + 0.3 * took
             if self._stopped:
                 await self.discard(handle)
                 return
-            ready.append(handle)
+            self._ready.setdefault(kernel_name, []).append(handle)
+            return
 
     async def _usable(self, handle: KernelHandle) -> bool:
         try:
@@ -511,3 +593,21 @@ class KernelPool:
         if isinstance(client, gateway.GatewayKernelConnection):
             return client.channels_running
         return bool(await ensure_async(kernel.is_alive()))
+
+
+async def _process_end(pid: int) -> None:
+    """Returns when process ``pid`` has exited (a pidfd becomes readable; Linux)."""
+    descriptor = os.pidfd_open(pid)
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(descriptor, readable)
+    try:
+        await ended
+    finally:
+        loop.remove_reader(descriptor)
+        os.close(descriptor)
