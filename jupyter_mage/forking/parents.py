@@ -230,6 +230,14 @@ class ForkParents:
         log.info("jupyter-mage: kernels of %s are forked from pid %s", python, parent.pid)
         return parent
 
+    def pids(self) -> dict[str, int]:
+        """The running parents' process ids, by interpreter."""
+        return {
+            python: parent.pid
+            for python, parent in self._parents.items()
+            if parent.running and parent.pid is not None
+        }
+
     async def stop(self) -> None:
         """Stop every parent (their kernels are terminated)."""
         parents, self._parents = list(self._parents.values()), {}

@@ -52,6 +52,8 @@ class ForkingProvisioner(LocalProvisioner):
 
     _forked: ForkedKernel | None = None
     _fork_plan: tuple[str, list[str]] | None = None
+    #: The interpreter whose fork parent forked this kernel (None: not forked).
+    fork_python: str | None = None
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -113,6 +115,7 @@ class ForkingProvisioner(LocalProvisioner):
         except asyncio.TimeoutError:
             raise ForkFailed(f"no ports from the kernel within {self.fork_timeout:g} s") from None
         self._forked = forked
+        self.fork_python = python
         self.pid = self.pgid = forked.pid
         self.cwd = cwd
         info.update(cast(KernelConnectionInfo, forked.ports))
