@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +232,33 @@ async def test_a_dead_fork_parent_takes_its_kernels_and_is_replaced(
     new_parent = PARENTS.pids()[python]
     assert new_parent != parent_pid
     assert seen["ppid"] == new_parent
+
+
+class TestOverIPC:
+    """Kernels on Unix sockets (the transport the README recommends for busy servers)."""
+
+    @pytest.fixture
+    def jp_server_config(self, jp_server_config: dict[str, Any]) -> dict[str, Any]:
+        jp_server_config["KernelManager"] = {"transport": "ipc"}
+        return jp_server_config
+
+    @pytest.fixture
+    def jp_runtime_dir(self) -> Iterator[Path]:
+        # IPC sockets are files named after the connection file: a Unix socket's path must
+        # stay under 108 bytes, which pytest's own temporary folders exceed.
+        folder = Path(tempfile.mkdtemp(prefix="jm-", dir="/tmp"))
+        yield folder
+        shutil.rmtree(folder, ignore_errors=True)
+
+    async def test_kernels_are_forked_over_ipc_too(
+        self, jp_serverapp: Any, jp_root_dir: Path, mage: MageClient
+    ) -> None:
+        app = mage_app(jp_serverapp)
+        write_pipeline(jp_root_dir, "probe", [block_cell(PROBE, "data_loader")])
+        trigger = await mage.create_trigger("probe")
+        await probe_run(mage, trigger["id"])
+        kernel = await pool_kernel(app)
+        assert kernel.transport == "ipc"
+        assert kernel.provisioner.exited is not None
+        seen = await probe_run(mage, trigger["id"])
+        assert seen["ppid"] == PARENTS.pids()[kernel.provisioner.fork_python]

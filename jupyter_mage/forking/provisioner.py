@@ -8,7 +8,7 @@ It forks a kernel only when all of these hold, and otherwise *is* ``LocalProvisi
 - the start carries :data:`~jupyter_mage.forking.FORK_REQUEST` in its environment (the run
   pool's kernels do; a notebook's kernel never does);
 - the spec's command is ``<python> -m ipykernel_launcher ...`` (or ``-m ipykernel``);
-- the transport is TCP without CurveZMQ encryption;
+- the transport is TCP or IPC, without CurveZMQ encryption;
 - that interpreter's fork parent runs (or starts now).
 
 A forked kernel binds its own ports and reports them (no race for free ports between picking
@@ -67,7 +67,8 @@ class ForkingProvisioner(LocalProvisioner):
         encryption = kwargs.get("transport_encryption") or getattr(
             km, "transport_encryption", "disabled"
         )
-        if not wants_fork or km is None or km.transport != "tcp" or encryption != "disabled":
+        transport_ok = km is not None and km.transport in ("tcp", "ipc")
+        if not wants_fork or km is None or not transport_ok or encryption != "disabled":
             return await super().pre_launch(**kwargs)
         extra_arguments = kwargs.pop("extra_arguments", [])
         kwargs.pop("transport_encryption", None)
