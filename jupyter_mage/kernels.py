@@ -234,7 +234,7 @@ class KernelPool:
 
     def wanted(self, kernel_name: str) -> int:
         """Ready kernels to keep for this spec: ``size``, or more while runs arrive faster than
-        kernels start (enough to cover one start's time at the recent arrival rate)."""
+        kernels start (the runs that arrive, at the recent rate, during one start)."""
         if self.size <= 0:
             return 0
         arrivals = self._arrivals.get(kernel_name)
@@ -245,7 +245,8 @@ class KernelPool:
         if now - arrivals[-1] > 2 * start + 1.0:  # the burst is over
             return self.size
         rate = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-3)
-        return max(self.size, min(MAX_READY, math.ceil(rate * start) + 1))
+        # The runs that arrive while one kernel starts each need a ready one.
+        return max(self.size, min(MAX_READY, math.ceil(rate * start)))
 
     @contextlib.asynccontextmanager
     async def lease(
