@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -166,16 +167,18 @@ class ForkingProvisioner(LocalProvisioner):
     async def kill(self, restart: bool = False) -> None:
         if self._forked is None:
             await super().kill(restart)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            await self.send_signal(signal.SIGKILL)
+        else:
+            await self._end_forked(signal.SIGKILL)
 
     async def terminate(self, restart: bool = False) -> None:
         if self._forked is None:
             await super().terminate(restart)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            await self.send_signal(signal.SIGTERM)
+        else:
+            await self._end_forked(signal.SIGTERM)
+
+    async def _end_forked(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # gone already: what was asked
+            await self.send_signal(signum)
 
     async def cleanup(self, restart: bool = False) -> None:
         if self._forked is not None and self._forked.exited.done():
@@ -190,8 +193,6 @@ def _parent_environment(env: dict[str, str]) -> dict[str, str]:
 
 
 def _write_unbound_connection_file(path: str, info: KernelConnectionInfo) -> None:
-    import json
-
     fields = {k: v.decode() if isinstance(v, bytes) else v for k, v in info.items()}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
