@@ -67,6 +67,11 @@ class MageHandler(ExtensionHandlerMixin, APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
 
+    def write_json_text(self, body: str) -> None:
+        """Answer 200 with a body that is already JSON text (a list page the database wrote)."""
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
+
     def read_json(self) -> dict[str, Any]:
         """The request body as a JSON object (bounded by ``MageApp.max_body_size``)."""
         return parse_json_object(self.request.body, self.mage.max_body_size)

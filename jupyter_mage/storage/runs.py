@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from ..records import BlockRunRecord, RunPlan, RunRecord
 from ..statuses import BlockRunStatus
 from .database import Database, reads, writes
+from .listing import read_page
 from .schema import BlockRun, Run
 from .views import block_run_to_dict, run_to_dict
 
@@ -69,6 +70,13 @@ class RunStore(Database):
                         1 for b in row["block_runs"] if b["status"] == BlockRunStatus.COMPLETED
                     )
             return rows, total
+
+    @reads
+    def runs_page(self, filters: dict[str, Any], limit: int, offset: int) -> tuple[str, int]:
+        """A list page: runs newest first with their block runs, as one JSON array (text)
+        that the database wrote (see :mod:`.listing`); also how many runs the filters match."""
+        with self.engine.connect() as conn:
+            return read_page(conn, filters, limit, offset)
 
     # -- block runs --------------------------------------------------------------------------
 
