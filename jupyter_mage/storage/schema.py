@@ -263,6 +263,16 @@ def _run_owners(conn: Connection) -> None:
     )
 
 
+def _run_ids_index(conn: Connection) -> None:
+    """Deep list pages (``_offset=40000``) skip rows of a compact index of run ids, not of the
+    run table itself (8x fewer pages read). SQLite only: a PostgreSQL primary key is that
+    index already."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(
+            text("CREATE INDEX IF NOT EXISTS ix_mage_pipeline_run_id ON mage_pipeline_run (id)")
+        )
+
+
 #: Append-only (not Alembic: a handful of additive steps, each idempotent, run by the server
 #: itself at start under one lock, with no separate tool or revision files for users to run).
 #: Each step gets a connection inside the migration transaction.
@@ -271,4 +281,5 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _add_idempotency_key,
     _never_reuse_ids,
     _run_owners,
+    _run_ids_index,
 ]
