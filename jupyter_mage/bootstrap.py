@@ -52,6 +52,7 @@ def __jupyter_mage_bootstrap(sources, digest, plan, cwd, elsewhere):
             raise
         package.__digest__ = digest
         package.__home__ = os.getcwd()
+        package.__loaded_in__ = os.getpid()
     if plan is not None:
         if cwd and elsewhere and not os.path.isdir(cwd):
             print("jupyter-mage: the notebook's folder " + cwd + " is not on the kernel's "

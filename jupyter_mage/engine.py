@@ -30,6 +30,7 @@ from . import gateway, runtime
 from .bootstrap import kernel_code
 from .execute import ExecuteRequest, KernelConnection
 from .executed_notebook import write_executed_notebook
+from .forking.parents import PARENTS
 from .kernels import KernelHandle, KernelLease, KernelPool
 from .pipeline import Pipeline, PipelineNotFound
 from .recorder import RunRecorder, until_written
@@ -120,10 +121,14 @@ class KernelEngine(LoggingConfigurable):
             self.kernel_startup_timeout,
             self.log,
             warmup_code=kernel_code(None),
+            warmup_probe=kernel_code(None, preloaded=True),
             reuse=reuse_kernels,
             session_manager=session_manager,
             fork=fork_kernels,
         )
+        if fork_kernels:
+            # Fork parents load the run-time once; the kernels they fork start with it.
+            PARENTS.preload = kernel_code(None)
         self._active: dict[int, ActiveRun] = {}
         self._idle = asyncio.Event()  # set while no run is active
         self._idle.set()

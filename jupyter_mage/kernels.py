@@ -65,6 +65,8 @@ IOPUB_GRACE = 0.25
 #: Seconds between liveness checks of a starting kernel that gives no sign of its end (a
 #: gateway's); a local kernel's end is an event (its process, or its fork parent's report).
 REMOTE_ALIVE_POLL = 0.25
+#: Forked kernel starts at once, per core (launched ones: one per core).
+FORKED_STARTS_PER_CORE = 2
 #: Ready kernels kept at most per spec when arrivals outpace starts (see KernelPool.wanted).
 MAX_READY = 8
 #: Trigger calls remembered per spec to estimate their rate.
@@ -157,6 +159,7 @@ class KernelPool:
         startup_timeout: float,
         log: logging.Logger,
         warmup_code: str = "",
+        warmup_probe: str = "",
         reuse: bool = False,
         session_manager: SessionManager | None = None,
         fork: bool = False,
@@ -170,6 +173,9 @@ class KernelPool:
         # pipeline uuid -> a reset kernel that last ran it (oldest first, for eviction)
         self._reusable: OrderedDict[str, KernelHandle] = OrderedDict()
         self.warmup_code = warmup_code
+        #: Short code that succeeds only in a kernel that has run the warm-up already (a
+        #: forked one, whose parent ran it before forking); tried first on forked kernels.
+        self.warmup_probe = warmup_probe
         self.size = size
         self.startup_timeout = startup_timeout
         self.log = log
@@ -187,6 +193,9 @@ class KernelPool:
         # (more only thrash, and widen the window of concurrent port picking), and one less
         # while trigger calls arrive, so a burst of runs does not slow the answers to them.
         self._cores = max(1, min(4, os.cpu_count() or 1))
+        # A forked start is mostly waiting (a fork, a few messages) on a fifth of the CPU of a
+        # launched one: a few more at once keep a burst's kernels coming without thrashing.
+        self._start_limit = self._cores * FORKED_STARTS_PER_CORE if self.fork else self._cores
         self._starts = 0
         self._slots = asyncio.Condition()
         self._calls_until = 0.0
@@ -333,8 +342,8 @@ class KernelPool:
         loop = asyncio.get_running_loop()
         async with self._slots:
             while True:
-                busy = self._cores > 1 and loop.time() < self._calls_until
-                if self._starts < self._cores - busy:
+                busy = self._start_limit > 1 and loop.time() < self._calls_until
+                if self._starts < self._start_limit - busy:
                     break
                 window = self._calls_until - loop.time() if busy else None
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -552,11 +561,7 @@ class KernelPool:
             try:
                 handle = await self.start(kernel_name)
                 if self.warmup_code:
-                    reply = await execute(handle.client, self.warmup_code, self.startup_timeout)
-                    if reply["status"] != "ok":
-                        await self.discard(handle)
-                        raise RuntimeError("warm-up code failed")
-                    handle.preloaded = True
+                    await self._warm_up(handle)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -578,6 +583,19 @@ class KernelPool:
                 return
             self._ready.setdefault(kernel_name, []).append(handle)
             return
+
+    async def _warm_up(self, handle: KernelHandle) -> None:
+        """Run the warm-up code in a new pool kernel (unless it has run it already)."""
+        if self.fork and self.warmup_probe:
+            reply = await execute(handle.client, self.warmup_probe, self.startup_timeout)
+            if reply["status"] == "ok":
+                handle.preloaded = True
+                return
+        reply = await execute(handle.client, self.warmup_code, self.startup_timeout)
+        if reply["status"] != "ok":
+            await self.discard(handle)
+            raise RuntimeError("warm-up code failed")
+        handle.preloaded = True
 
     async def _usable(self, handle: KernelHandle) -> bool:
         try:

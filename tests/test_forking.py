@@ -42,6 +42,10 @@ def probe(**kwargs):
         "jpy_parent_pid": os.environ.get("JPY_PARENT_PID"),
         "sys_path": sys.path,
         "argv0": os.path.basename(sys.argv[0]),
+        "cwd": os.getcwd(),
+        "runtime_home": getattr(sys.modules.get("_jupyter_mage_runtime"), "__home__", None),
+        # The process that compiled the run-time: the fork parent, before it forked.
+        "runtime_loaded_in": getattr(sys.modules.get("_jupyter_mage_runtime"), "__loaded_in__", None),
     }
     builtins.left_by_an_earlier_run = os.getpid()
     sys.modules["module_left_by_an_earlier_run"] = type(sys)("left")
@@ -97,6 +101,9 @@ async def test_forked_kernels_see_nothing_of_earlier_runs(
         assert s["builtin_left"] is None
         assert not s["module_left"] and not s["env_left"] and not s["name_left"]
         assert not s["server_token"] and not s["fork_request"]
+        # The parent loaded the run-time before forking; the kernel's home is its own folder.
+        assert s["runtime_loaded_in"] == parent_pid
+        assert s["runtime_home"] == s["cwd"] == str(jp_root_dir)
 
 
 async def test_a_forked_kernel_looks_like_a_launched_one_and_notebooks_are_not_forked(

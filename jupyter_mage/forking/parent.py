@@ -63,8 +63,29 @@ def _preload() -> None:
     """What every kernel imports before it can answer: done once, here."""
     import ipykernel.ipkernel
     import ipykernel.kernelapp
-    import ipykernel.zmqshell  # noqa: F401
+    import ipykernel.zmqshell
     import IPython.core.interactiveshell  # noqa: F401
+
+    # The kernel's debugger class (a trait resolved when the kernel is made) imports debugpy:
+    # a sixth of a forked kernel's CPU when left to each child. It starts no thread. Its
+    # warning about frozen modules would go to the server's log once per parent; a kernel
+    # gets its own environment (see run_kernel), so the setting stays in the parent.
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    with contextlib.suppress(ImportError):
+        import ipykernel.debugger  # noqa: F401
+
+
+def _run_first(path: str) -> None:
+    """Run the code every kernel would run first (jupyter-mage's run-time, loaded as its pool's
+    warm-up would load it): once here, so that no child compiles it again. A failure costs
+    only that: the children load it themselves."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            code = compile(file.read(), "<jupyter-mage preload>", "exec")
+        exec(code, {"__name__": "__jupyter_mage_preload__"})  # noqa: S102 (our own code)
+    except Exception:
+        print("jupyter-mage: the fork parent could not preload the run-time:", file=sys.stderr)
+        traceback.print_exc()
 
 
 class Parent:
@@ -214,6 +235,11 @@ def run_kernel(request: KernelRequest) -> None:
     os.close(devnull)
     if request.cwd:
         os.chdir(request.cwd)
+    # A preloaded run-time noted the parent's folder as the kernel's home (where a reused
+    # kernel goes back to between runs): the kernel's is this one.
+    runtime = sys.modules.get("_jupyter_mage_runtime")
+    if runtime is not None:
+        setattr(runtime, "__home__", os.getcwd())  # noqa: B010 (a module, typed loosely)
     os.environ.clear()
     os.environ.update(request.env)
     # ipykernel exits when this process does (its parent poller), like a kernel whose server
@@ -244,6 +270,8 @@ def main(argv: list[str]) -> int:
         del sys.path[0]
     try:
         _preload()
+        if len(argv) > 2:
+            _run_first(argv[2])
         if threading.active_count() != 1:  # a fork would copy a thread's locks, not the thread
             raise RuntimeError(f"{threading.active_count()} threads after the imports")
         parent = Parent(argv[1], lifeline)

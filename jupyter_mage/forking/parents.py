@@ -58,11 +58,16 @@ class ForkParent:
     lifeline.
     """
 
-    def __init__(self, python: str, env: dict[str, str]) -> None:
+    def __init__(self, python: str, env: dict[str, str], preload: str = "") -> None:
         self.python = python
         self.env = env
         self._folder = tempfile.mkdtemp(prefix="jupyter-mage-fork-")  # mode 0700
         self.socket_path = os.path.join(self._folder, "parent.sock")
+        #: Code the parent runs before it forks (see ForkParents.preload), as a file.
+        self.preload_path = ""
+        if preload:
+            self.preload_path = os.path.join(self._folder, "preload.py")
+            Path(self.preload_path).write_text(preload, encoding="utf-8")
         self._process: subprocess.Popen[bytes] | None = None
         self._lifeline: socket.socket | None = None
 
@@ -90,7 +95,12 @@ class ForkParent:
 
     def _spawn(self, stdin: socket.socket) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [self.python, str(PARENT_SCRIPT), self.socket_path],
+            [
+                self.python,
+                str(PARENT_SCRIPT),
+                self.socket_path,
+                *([self.preload_path] if self.preload_path else []),
+            ],
             stdin=stdin.fileno(),
             env=self.env,
             cwd=self._folder,
@@ -207,6 +217,10 @@ class ForkParents:
     def __init__(self) -> None:
         self._parents: dict[str, ForkParent] = {}
         self._starting: dict[str, asyncio.Task[ForkParent]] = {}
+        #: Code that every forked kernel would run first: parents started from now on run
+        #: it once before they fork (jupyter-mage's run-time: 50 kB that each kernel would
+        #: otherwise compile, and that ipykernel hashes in pure Python to name the cell).
+        self.preload = ""
 
     async def get(self, python: str, env: dict[str, str]) -> ForkParent:
         """The running parent of that interpreter (started now if needed; ForkFailed)."""
@@ -224,7 +238,7 @@ class ForkParents:
         old = self._parents.pop(python, None)
         if old is not None:
             await old.stop()
-        parent = ForkParent(python, env)
+        parent = ForkParent(python, env, self.preload)
         await parent.start()
         self._parents[python] = parent
         log.info("jupyter-mage: kernels of %s are forked from pid %s", python, parent.pid)
