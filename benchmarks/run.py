@@ -57,6 +57,7 @@ from typing import Any
 
 import httpx
 import nbformat
+import scale
 from processes import (
     free_port,
     kill_exact,
@@ -886,6 +887,7 @@ class Options:
     baseline: str | None = None
     postgres: str | None = None  # a SQLAlchemy URL, or "auto"
     gateway: str | None = None  # a Kernel Gateway URL, or "auto"
+    only: str | None = None  # "scale": the floor (d) and the "Speed at scale" rows only
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -937,6 +939,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="also measure (a) on a server whose kernels run on this Jupyter Kernel Gateway, "
         "as (a@gateway); 'auto' starts one from what .ci/gateways installed",
     )
+    parser.add_argument(
+        "--only",
+        choices=["scale"],
+        help="scale: only the floor (d) and the 'Speed at scale' rows (scale.py), a few minutes",
+    )
     parser.add_argument("--out", type=Path, help="also write the report (Markdown) to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ns = parser.parse_args(argv)
@@ -958,6 +965,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         baseline=ns.baseline,
         postgres=ns.postgres,
         gateway=ns.gateway,
+        only=ns.only,
     )
 
 
@@ -1112,6 +1120,7 @@ class Bench:
         # of the database they share (the --postgres rows).
         self.load_servers: dict[str, list[Server]] = {}
         self.load_db: dict[str, str] = {}
+        self.scale: scale.Scale | None = None  # the "Speed at scale" rows, measured last
 
     def server(
         self,
@@ -1172,6 +1181,8 @@ class Bench:
             ),
         ]
         say(f"temporary dir {self.tmp}")
+        if opts.only == "scale":
+            return await self.run_scale_only()
         base = None
         if self.baseline is not None:
             say(f"baseline: a worktree of {self.baseline.ref} in {self.baseline.path}")
@@ -1282,8 +1293,43 @@ class Bench:
             deadline = time.monotonic() + opts.mem_minutes * 60
             rss0, runs0 = baselines[server.label]
             self.memory[key] = await self.fill(server, rss0, runs0, deadline)
+        for server in self.servers:  # the scale rows start servers of their own
+            await server.stop()
+        self.scale = scale.Scale(self, scale_kit(), opts.quick)
+        await self.scale.run(self.rows["d"].median)
         self.header.append(f"- load average at end {os.getloadavg()[0]:.2f}")
         return self.report()
+
+    async def run_scale_only(self) -> str:
+        """``--only scale``: the floor (d), then the scale rows on the same floor kernel."""
+        opts = self.opts
+        floor = Floor(self.root)
+        self.floor = floor
+        say("--only scale: the floor kernel, then (d)")
+        await floor.start()
+        row = self.rows["d"]
+        for i in range(opts.warmup + opts.samples):
+            await settle(self.roots())
+            elapsed = await floor.sample()
+            if i >= opts.warmup:
+                row.samples.append(elapsed)
+        self.scale = scale.Scale(self, scale_kit(), opts.quick)
+        await self.scale.run(row.median, floor)
+        self.header.append(f"- load average at end {os.getloadavg()[0]:.2f}")
+        s = row.samples
+        return "\n".join([
+            "## jupyter-mage benchmark (--only scale)",
+            "",
+            *self.header,
+            "",
+            (
+                f"(d) {row.what}: median **{row.median * 1e3:.1f} ms**, p10-p90 "
+                f"{percentile(s, 10) * 1e3:.1f}-{percentile(s, 90) * 1e3:.1f} ms (max "
+                f"{max(s) * 1e3:.1f}), {len(s)} samples after {opts.warmup} warmup"
+            ),
+            "",
+            *self.scale.report(),
+        ]) + "\n"  # fmt: skip
 
     async def postgres_servers(self) -> tuple[Server | None, list[Server]]:
         """--postgres: the (a@pg)/(e@pg) server on a database of its own, the two servers
@@ -1516,6 +1562,8 @@ class Bench:
                 ),
                 "",
             ]
+        if self.scale is not None:
+            lines += self.scale.report()
         return "\n".join(lines) + "\n"
 
     def load_lines(self, key: str, bursts: list[Load], server: Server) -> list[str]:
@@ -1709,6 +1757,20 @@ class Bench:
 
 
 Measure = Callable[[], Awaitable[tuple[float, "dict[str, float] | None"]]]
+
+
+def scale_kit() -> scale.Kit:
+    """What ``scale.py`` reuses of this script (it must not import it: see its docstring)."""
+    return scale.Kit(
+        connection=Connection,
+        trigger=Trigger,
+        floor=Floor,
+        settle=settle,
+        percentile=percentile,
+        notebook=_python_notebook,
+        say=say,
+        clk_tck=CLK_TCK,
+    )
 
 
 def _no_phases(sample: Callable[[], Awaitable[float]]) -> Measure:
