@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import nbformat
+
 from .conftest import MageClient, block_cell, write_pipeline
 
 AFTER = block_cell("@transformer\ndef after(x):\n    return 'after ran'\n", "transformer")
@@ -175,6 +177,7 @@ async def test_30_mb_of_stdout_gives_a_bounded_log_and_executed_notebook(
     assert f"{30_000_000 - limit} more characters of output not kept" in log
     notebook = jp_root_dir / run["executed_notebook"]
     assert notebook.stat().st_size < 2 * limit + 100_000  # was 31 MB: every message kept
+    nbformat.validate(nbformat.read(notebook, as_version=4))  # the note of what was dropped too
 
 
 async def test_a_20_mb_exception_message_is_stored_bounded(

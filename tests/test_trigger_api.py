@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import nbformat
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from .conftest import KWARGS_PROBE, MageClient, block_cell, probe_output, write_pipeline
@@ -227,6 +228,7 @@ async def test_failing_block_fails_run_and_marks_downstream(
     executed = json.loads((jp_root_dir / run["executed_notebook"]).read_text())
     outputs = [o for c in executed["cells"] for o in c.get("outputs", [])]
     assert any(o["output_type"] == "error" and o["ename"] == "ValueError" for o in outputs)
+    nbformat.validate(nbformat.from_dict(executed))  # a valid notebook, its error output too
 
 
 async def test_allow_blocks_to_fail_completes_run(jp_root_dir: Path, mage: MageClient) -> None:
@@ -280,6 +282,7 @@ async def test_outputs_summaries_and_executed_notebook(jp_root_dir: Path, mage: 
     assert "<table><thead><tr><th>id</th><th>name</th></tr></thead>" in html
     assert html.count("<tr>") == 11  # the header and the 10 sampled rows
     assert shown["data"]["text/plain"].startswith("rows: 1 output\n  output_0: list 100000")
+    nbformat.validate(nbformat.from_dict(executed))
 
 
 async def test_pipeline_logs_route(jp_root_dir: Path, mage: MageClient) -> None:

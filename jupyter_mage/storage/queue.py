@@ -7,12 +7,15 @@ claimed from those rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL).
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
+    Update,
+    bindparam,
     func,
     insert,
     select,
@@ -388,20 +391,39 @@ class RunQueue(TriggerStore, RunStore):
         values: dict[str, Any],
         logs: str,
     ) -> bool:
-        values = {**values, "updated_at": utcnow()}
+        table = RUNS if model is Run else BLOCK_RUNS
+        statement = _conditional_update(table.name, tuple(values), bool(logs))
+        parameters = {f"new_{key}": value for key, value in values.items()}
+        parameters.update(row_id=row_id, allowed_from=allowed_from, new_updated_at=utcnow())
         if logs:
             # PostgreSQL text cannot hold NUL (U+0000); both databases keep the same log.
-            values["logs"] = func.coalesce(BlockRun.logs, "") + logs.replace("\x00", "\ufffd")
-        changed = cast(
-            CursorResult[Any],
-            s.execute(
-                update(model)
-                .where(model.id == row_id, model.status.in_(allowed_from))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            ),
-        )
+            parameters["appended_logs"] = logs.replace("\x00", "\ufffd")
+        changed = cast(CursorResult[Any], s.connection().execute(statement, parameters))
         return bool(changed.rowcount == 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _conditional_update(table_name: str, columns: tuple[str, ...], appends_logs: bool) -> Update:
+    """``UPDATE table SET columns... WHERE id = :row_id AND status IN :allowed_from``, built
+    once per table and set of columns: a run's every block event writes one, and building
+    the statement (an ORM bulk update) cost more than executing it."""
+    table = RUNS if table_name == RUNS.name else BLOCK_RUNS
+    new_values: dict[str, Any] = {
+        name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns
+    }
+    new_values["updated_at"] = bindparam("new_updated_at", type_=table.c.updated_at.type)
+    if appends_logs:
+        new_values["logs"] = func.coalesce(table.c.logs, "") + bindparam(
+            "appended_logs", type_=table.c.logs.type
+        )
+    return (
+        update(table)
+        .where(
+            table.c.id == bindparam("row_id"),
+            table.c.status.in_(bindparam("allowed_from", expanding=True)),
+        )
+        .values(new_values)
+    )
 
 
 @dataclass
