@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -65,6 +66,8 @@ IOPUB_GRACE = 0.25
 #: Seconds between liveness checks of a starting kernel that gives no sign of its end (a
 #: gateway's); a local kernel's end is an event (its process, or its fork parent's report).
 REMOTE_ALIVE_POLL = 0.25
+#: IPython's history off (see KernelPool._run_kernel_arguments).
+NO_HISTORY = "--HistoryManager.enabled=False"
 #: Forked kernel starts at once, per core (launched ones: one per core).
 FORKED_STARTS_PER_CORE = 2
 #: Ready kernels kept at most per spec when arrivals outpace starts (see KernelPool.wanted).
@@ -173,6 +176,7 @@ class KernelPool:
         # pipeline uuid -> a reset kernel that last ran it (oldest first, for eviction)
         self._reusable: OrderedDict[str, KernelHandle] = OrderedDict()
         self.warmup_code = warmup_code
+        self._spec_arguments: dict[str, list[str]] = {}
         #: Short code that succeeds only in a kernel that has run the warm-up already (a
         #: forked one, whose parent ran it before forking); tried first on forked kernels.
         self.warmup_probe = warmup_probe
@@ -364,7 +368,10 @@ class KernelPool:
             if self.fork:
                 env[FORK_REQUEST] = "1"
             kernel_id: str = await self.kernel_manager.start_kernel(
-                kernel_name=kernel_name, path=ApiPath(""), env=env
+                kernel_name=kernel_name,
+                path=ApiPath(""),
+                env=env,
+                extra_arguments=self._run_kernel_arguments(kernel_name),
             )
             client: KernelConnection | None = None
             try:
@@ -396,6 +403,25 @@ class KernelPool:
         handle = KernelHandle(kernel_id, client, kernel_name)
         await self._name(handle)
         return handle
+
+    def _run_kernel_arguments(self, kernel_name: str) -> list[str]:
+        """Arguments added to a run kernel's command: IPython's history off for IPython
+        kernels. A run's requests are never stored in it, and each kernel would otherwise
+        open the user's history database, write a session row and start a saving thread
+        (a burst of runs would make those writes compete with the user's notebooks')."""
+        if self.on_gateway:
+            return []  # a gateway starts kernels from its own specs
+        known = self._spec_arguments.get(kernel_name)
+        if known is None:
+            specs = self.kernel_manager.kernel_spec_manager
+            try:
+                argv = specs.get_kernel_spec(kernel_name).argv if specs is not None else []
+            except Exception:  # no such spec: the start itself will say so
+                return []
+            known = self._spec_arguments[kernel_name] = (
+                [NO_HISTORY] if is_ipython_kernel(argv) else []
+            )
+        return known
 
     async def _name(self, handle: KernelHandle) -> None:
         # JupyterLab labels a running kernel with its sessions' names ("No sessions connected"
@@ -612,6 +638,14 @@ class KernelPool:
         if isinstance(client, gateway.GatewayKernelConnection):
             return client.channels_running
         return bool(await ensure_async(kernel.is_alive()))
+
+
+def is_ipython_kernel(argv: list[str]) -> bool:
+    """Whether a kernel spec's command runs ipykernel (``... -m ipykernel_launcher ...``)."""
+    return any(
+        flag == "-m" and module in ("ipykernel_launcher", "ipykernel")
+        for flag, module in itertools.pairwise(argv)
+    )
 
 
 async def _process_end(pid: int) -> None:

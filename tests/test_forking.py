@@ -43,6 +43,7 @@ def probe(**kwargs):
         "sys_path": sys.path,
         "argv0": os.path.basename(sys.argv[0]),
         "cwd": os.getcwd(),
+        "history": get_ipython().history_manager.enabled,
         "runtime_home": getattr(sys.modules.get("_jupyter_mage_runtime"), "__home__", None),
         # The process that compiled the run-time: the fork parent, before it forked.
         "runtime_loaded_in": getattr(sys.modules.get("_jupyter_mage_runtime"), "__loaded_in__", None),
@@ -103,6 +104,7 @@ async def test_forked_kernels_see_nothing_of_earlier_runs(
         assert not s["server_token"] and not s["fork_request"]
         # The parent loaded the run-time before forking; the kernel's home is its own folder.
         assert s["runtime_loaded_in"] == parent_pid
+        assert s["history"] is False  # a run kernel writes nothing to IPython's history
         assert s["runtime_home"] == s["cwd"] == str(jp_root_dir)
 
 
