@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +55,43 @@ def __jupyter_mage_bootstrap(sources, digest, plan, cwd, elsewhere):
         package.__home__ = os.getcwd()
         package.__loaded_in__ = os.getpid()
     if plan is not None:
-        if cwd and elsewhere and not os.path.isdir(cwd):
-            print("jupyter-mage: the notebook's folder " + cwd + " is not on the kernel's "
-                  "machine; the run works in " + os.getcwd(), file=sys.stderr)
-        elif cwd:
-            os.chdir(cwd)
+        package.enter_folder(cwd, elsewhere)
         package.run_pipeline(plan)
 try:
     __jupyter_mage_bootstrap({sources!r}, {digest!r}, {plan!r}, {cwd!r}, {elsewhere!r})
 finally:
     del __jupyter_mage_bootstrap
 """
+
+
+#: A run's cell on a kernel that has the run-time (see :func:`run_request`): one line.
+_RUN_REQUESTED = "__import__('sys').modules['_jupyter_mage_runtime'].run_requested()\n"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A run's execute request: its code, and its metadata (None: no metadata)."""
+
+    code: str
+    metadata: dict[str, Any] | None = None
+
+
+def run_request(
+    payload: dict[str, Any], cwd: str = "", preloaded: bool = False, elsewhere: bool = False
+) -> RunRequest:
+    """A run's execute request (see :func:`kernel_code` for the arguments).
+
+    On a kernel that has the run-time (``preloaded``), the plan travels in the request's
+    metadata and the cell is one line: IPython transforms every cell and ipykernel hashes its
+    text in pure Python to name it, which for a plan in the cell cost milliseconds per run.
+    Elsewhere the plan is a literal in the cell that loads the run-time.
+    """
+    if not preloaded:
+        return RunRequest(kernel_code(payload, cwd, elsewhere=elsewhere))
+    given = {"digest": RUNTIME_DIGEST, "plan": payload, "cwd": cwd, "elsewhere": elsewhere}
+    # As in the cell: no NaN or infinity, which JSON cannot carry (ValueError, before sending).
+    json.dumps(payload, allow_nan=False)
+    return RunRequest(_RUN_REQUESTED, {"jupyter_mage": given})
 
 
 def kernel_code(

@@ -27,7 +27,7 @@ from traitlets import Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import gateway, runtime
-from .bootstrap import kernel_code
+from .bootstrap import RunRequest, kernel_code, run_request
 from .execute import ExecuteRequest, KernelConnection
 from .executed_notebook import write_executed_notebook
 from .forking.parents import PARENTS
@@ -251,14 +251,14 @@ class KernelEngine(LoggingConfigurable):
                         )
                     )
                     active.kernel_id = lease.kernel_id
-                    code = kernel_code(
+                    request = run_request(
                         payload,
                         self._kernel_folder(pipeline),
                         preloaded=lease.handle.preloaded,
                         elsewhere=self.kernels.on_gateway,
                     )
                     await self._run_in_kernel(
-                        active, lease.handle, code, messages, plan["trigger_settings"]
+                        active, lease.handle, request, messages, plan["trigger_settings"]
                     )
             except asyncio.CancelledError:
                 if not active.cancel_requested and active.failure is None:
@@ -280,7 +280,7 @@ class KernelEngine(LoggingConfigurable):
         self,
         active: ActiveRun,
         handle: KernelHandle,
-        code: str,
+        run: RunRequest,
         messages: RunMessages,
         settings: dict[str, Any],
     ) -> None:
@@ -293,7 +293,7 @@ class KernelEngine(LoggingConfigurable):
         if active.cancel_requested:
             return
         request = ExecuteRequest(handle.client, messages)
-        active.execute_task = asyncio.ensure_future(request.run(code))
+        active.execute_task = asyncio.ensure_future(request.run(run.code, run.metadata))
         watchdog = asyncio.ensure_future(self._watch_kernel(kernel, handle.client))
         blocks_done = asyncio.ensure_future(active.blocks_done.wait())
         timeout = settings.get("timeout")

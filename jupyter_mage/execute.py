@@ -16,6 +16,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from jupyter_client.client import KernelClient
+
+from .gateway import GatewayKernelConnection
+
 #: Seconds of silence on iopub after the shell reply before the request counts as over though
 #: its ``idle`` status never came.
 REPLY_GRACE = 2.0
@@ -77,13 +81,12 @@ class ExecuteRequest:
         self.idle = False
         self._last_message = 0.0
 
-    async def run(self, code: str) -> dict[str, Any]:
-        """Send ``code``; return the reply's content once the request is over."""
+    async def run(self, code: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send ``code`` (with the request's ``metadata``); return the reply's content once the
+        request is over."""
         loop = asyncio.get_running_loop()
         self._last_message = loop.time()
-        self.msg_id = self.client.execute(
-            code, store_history=False, allow_stdin=False, stop_on_error=False
-        )
+        self.msg_id = send_execute(self.client, code, metadata)
         reader = asyncio.ensure_future(self._read_iopub())
         try:
             self.reply = await self._read_reply()
@@ -120,6 +123,34 @@ class ExecuteRequest:
                 continue
             if self.on_message is not None:
                 self.on_message(msg)
+
+
+def send_execute(
+    client: KernelConnection, code: str, metadata: dict[str, Any] | None = None
+) -> str:
+    """Send an execute request (not stored in the kernel's history, no stdin); its msg_id.
+
+    ``metadata`` goes in the request's metadata: data the code reads from the request
+    (``get_ipython().kernel.get_parent()``) rather than from its own source.
+    jupyter_client's ``execute`` takes none, so the message is built with the client's session.
+    """
+    if metadata is None:
+        return client.execute(code, store_history=False, allow_stdin=False, stop_on_error=False)
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": False,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": False,
+    }
+    if isinstance(client, GatewayKernelConnection):
+        return client.send("shell", "execute_request", content, metadata)
+    if not isinstance(client, KernelClient):
+        raise TypeError(f"cannot send metadata through a {type(client).__name__}")
+    msg = client.session.msg("execute_request", content, metadata=metadata)
+    client.shell_channel.send(msg)
+    return str(msg["header"]["msg_id"])
 
 
 async def execute(

@@ -293,7 +293,13 @@ class GatewayKernelConnection:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
+    def send(
+        self,
+        channel: str,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
         """Send a message built by the session on a channel; its ``msg_id``.
 
         Raises :class:`KernelConnectionLost` when the connection is lost (or never opened).
@@ -302,7 +308,7 @@ class GatewayKernelConnection:
             raise self._lost
         if self._ws is None:
             raise KernelConnectionLost(f"kernel {self.kernel_id}: channels not started")
-        msg = self.session.msg(msg_type, content)
+        msg = self.session.msg(msg_type, content, metadata=metadata)
         msg["channel"] = channel
         frame = json.dumps(msg, default=json_default)
         try:

@@ -239,7 +239,9 @@ class KernelPool:
                 return handle
             await self.discard(handle)  # culled or died while idle
         self.refill(kernel_name)
-        return await self.start(kernel_name)
+        handle = await self.start(kernel_name)
+        await self._probe(handle)  # a forked kernel has the run-time: the run need not send it
+        return handle
 
     def _note_arrival(self, kernel_name: str) -> None:
         arrivals = self._arrivals.setdefault(kernel_name, deque(maxlen=ARRIVALS_KEPT))
@@ -610,13 +612,17 @@ class KernelPool:
             self._ready.setdefault(kernel_name, []).append(handle)
             return
 
-    async def _warm_up(self, handle: KernelHandle) -> None:
-        """Run the warm-up code in a new pool kernel (unless it has run it already)."""
+    async def _probe(self, handle: KernelHandle) -> None:
+        """Mark a forked kernel whose parent loaded the warm-up code before forking."""
         if self.fork and self.warmup_probe:
             reply = await execute(handle.client, self.warmup_probe, self.startup_timeout)
-            if reply["status"] == "ok":
-                handle.preloaded = True
-                return
+            handle.preloaded = reply["status"] == "ok"
+
+    async def _warm_up(self, handle: KernelHandle) -> None:
+        """Run the warm-up code in a new pool kernel (unless it has run it already)."""
+        await self._probe(handle)
+        if handle.preloaded:
+            return
         reply = await execute(handle.client, self.warmup_code, self.startup_timeout)
         if reply["status"] != "ok":
             await self.discard(handle)

@@ -46,7 +46,16 @@ def probe(**kwargs):
         "history": get_ipython().history_manager.enabled,
         "runtime_home": getattr(sys.modules.get("_jupyter_mage_runtime"), "__home__", None),
         # The process that compiled the run-time: the fork parent, before it forked.
-        "runtime_loaded_in": getattr(sys.modules.get("_jupyter_mage_runtime"), "__loaded_in__", None),
+        "runtime_loaded_in": getattr(
+            sys.modules.get("_jupyter_mage_runtime"), "__loaded_in__", None
+        ),
+        # The run's request: on a warm kernel, a one-line cell with the plan in its metadata.
+        "cell": get_ipython().kernel.get_parent("shell")["content"]["code"],
+        "plan_blocks": [
+            b["uuid"]
+            for b in get_ipython().kernel.get_parent("shell")["metadata"]
+            .get("jupyter_mage", {}).get("plan", {}).get("blocks", [])
+        ],
     }
     builtins.left_by_an_earlier_run = os.getpid()
     sys.modules["module_left_by_an_earlier_run"] = type(sys)("left")
@@ -94,6 +103,9 @@ async def test_forked_kernels_see_nothing_of_earlier_runs(
 
     seen += [await probe_run(mage, trigger["id"]) for _ in range(2)]
 
+    for s in seen:  # warm or cold, a forked kernel has the run-time: the cell need not carry it
+        assert s["cell"].count("\n") == 1 and "probe" not in s["cell"]
+        assert s["plan_blocks"] == ["probe"]
     assert len({s["pid"] for s in seen}) == 3  # a process per run
     for s in seen:
         assert s["ppid"] == parent_pid != os.getpid()  # forked by the parent, not the server
@@ -251,13 +263,19 @@ class TestOverIPC:
         jp_server_config["KernelManager"] = {"transport": "ipc"}
         return jp_server_config
 
-    @pytest.fixture
-    def jp_runtime_dir(self) -> Iterator[Path]:
+    @pytest.fixture(scope="class")
+    def short_folder(self) -> Iterator[Path]:
         # IPC sockets are files named after the connection file: a Unix socket's path must
-        # stay under 108 bytes, which pytest's own temporary folders exceed.
+        # stay under 108 bytes, which pytest's own temporary folders exceed. Removed once the
+        # class is done: pytest_jupyter's autouse cleanup stops the server (and a kernel the
+        # pool may still be starting there) after the test's own fixtures are gone.
         folder = Path(tempfile.mkdtemp(prefix="jm-", dir="/tmp"))
         yield folder
         shutil.rmtree(folder, ignore_errors=True)
+
+    @pytest.fixture
+    def jp_runtime_dir(self, short_folder: Path) -> Path:
+        return Path(tempfile.mkdtemp(dir=short_folder))
 
     async def test_kernels_are_forked_over_ipc_too(
         self, jp_serverapp: Any, jp_root_dir: Path, mage: MageClient

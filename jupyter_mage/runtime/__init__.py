@@ -325,10 +325,41 @@ def run_pipeline(payload: str) -> None:
     sensor settings), the user variables, the system keys and the output limits. Variables
     arrive here as JSON text and are decoded as data.
     """
+    _run_plan(json.loads(payload))
+
+
+def run_requested() -> None:
+    """Run the plan that came in the metadata of the execute request being run (a kernel with
+    this run-time loaded already gets a one-line cell: IPython neither transforms nor hashes
+    the plan). The metadata is ``{"jupyter_mage": {"digest", "plan", "cwd", "elsewhere"}}``;
+    the plan is data, decoded by the kernel's message layer."""
+    from IPython.core.getipython import get_ipython
+
+    shell: Any = get_ipython()
+    given = shell.kernel.get_parent("shell")["metadata"]["jupyter_mage"]
+    if given.get("digest") != globals().get("__digest__"):
+        raise RuntimeError("jupyter-mage: the warm kernel lost its run-time")
+    enter_folder(given.get("cwd") or "", bool(given.get("elsewhere")))
+    _run_plan(given["plan"])
+
+
+def enter_folder(cwd: str, elsewhere: bool) -> None:
+    """Go to the notebook's folder. ``elsewhere``: the kernel may be on another machine (a
+    gateway's), where the folder may not exist; the run then stays where it is, and says so."""
+    if cwd and elsewhere and not os.path.isdir(cwd):
+        print(
+            f"jupyter-mage: the notebook's folder {cwd} is not on the kernel's machine; "
+            f"the run works in {os.getcwd()}",
+            file=sys.stderr,
+        )
+    elif cwd:
+        os.chdir(cwd)
+
+
+def _run_plan(plan: dict[str, Any]) -> None:
     # The I/O thread sends every message; while a block computes it waits for the GIL up to
     # the switch interval (5 ms by default) per message. A run's own kernel only.
     sys.setswitchinterval(0.0005)
-    plan = json.loads(payload)
     limits = plan.get("limits") or {}
     _PipelineRun(plan, Reporter(int(limits.get("log_chars", LOG_LIMIT)))).run()
 
@@ -375,6 +406,7 @@ __all__ = [
     "cut_text",
     "data_exporter",
     "data_loader",
+    "enter_folder",
     "enter_project",
     "error_info",
     "get_repo_path",
@@ -388,6 +420,7 @@ __all__ = [
     "poll_sensor",
     "resolve_repo_path",
     "run_pipeline",
+    "run_requested",
     "run_tests",
     "sensor",
     "summarize",
