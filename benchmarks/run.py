@@ -336,15 +336,16 @@ class Server:
         r.raise_for_status()
         return r.json()
 
-    async def create_trigger(self, name: str) -> dict[str, Any]:
+    async def create_trigger(self, name: str, pipeline: str = PIPELINE_UUID) -> dict[str, Any]:
+        """A new API trigger of ``pipeline`` on this server."""
         assert self.client is not None
         r = await self.client.post(
-            f"api/pipelines/{PIPELINE_UUID}/pipeline_schedules",
+            f"api/pipelines/{pipeline}/pipeline_schedules",
             headers=self.headers(),
             content=json.dumps({"pipeline_schedule": {"name": name, "schedule_type": "api"}}),
         )
         if r.status_code != 200:
-            raise RuntimeError(f"creating a trigger: {r.status_code} {r.text[:500]}")
+            raise RuntimeError(f"creating a trigger of {pipeline}: {r.status_code} {r.text[:500]}")
         return dict(r.json()["pipeline_schedule"])
 
     async def run_count(self, **filters: Any) -> int:

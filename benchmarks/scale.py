@@ -238,15 +238,7 @@ class Scale:
 
     async def trigger(self, server: Server, pipeline: str, name: str) -> Trigger:
         """A new API trigger of ``pipeline`` on ``server``."""
-        assert server.client is not None
-        r = await server.client.post(
-            f"api/pipelines/{pipeline}/pipeline_schedules",
-            headers=server.headers(),
-            content=json.dumps({"pipeline_schedule": {"name": name, "schedule_type": "api"}}),
-        )
-        if r.status_code != 200:
-            raise RuntimeError(f"creating a trigger of {pipeline}: {r.status_code} {r.text[:300]}")
-        return self.kit.trigger(server, dict(r.json()["pipeline_schedule"]))
+        return self.kit.trigger(server, await server.create_trigger(name, pipeline))
 
     async def run_once(self, trigger: Trigger) -> tuple[float, dict[str, Any]]:
         """One ``?wait`` POST on a connection of its own: (seconds to the answer, the run)."""

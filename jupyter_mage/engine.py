@@ -115,12 +115,13 @@ class KernelEngine(LoggingConfigurable):
         self.board = board
         self.repository = repository
         self.kernel_manager = kernel_manager
+        warm_up = kernel_code(None)  # loads the run-time (50 kB of source), runs no plan
         self.kernels = KernelPool(
             kernel_manager,
             pool_size,
             self.kernel_startup_timeout,
             self.log,
-            warmup_code=kernel_code(None),
+            warmup_code=warm_up,
             warmup_probe=kernel_code(None, preloaded=True),
             reuse=reuse_kernels,
             session_manager=session_manager,
@@ -128,7 +129,7 @@ class KernelEngine(LoggingConfigurable):
         )
         if fork_kernels:
             # Fork parents load the run-time once; the kernels they fork start with it.
-            PARENTS.preload = kernel_code(None)
+            PARENTS.preload = warm_up
         self._active: dict[int, ActiveRun] = {}
         self._idle = asyncio.Event()  # set while no run is active
         self._idle.set()
